@@ -1,0 +1,418 @@
+"""Chapter 03: the study's training sample and its two-tower embedding model.
+
+The sample rule (the study's, reproduced): for every user, the *positives* are the artists whose share of
+the user's plays is at least ``positive`` (target +1); the *negatives* are ``int(negative * n_unheard)``
+artists drawn uniformly without replacement from the artists the user never played (target -1).
+
+Everything here is vectorised over users: negatives are drawn as *ranks* among a user's unheard artists
+and mapped to columns with one global ``searchsorted`` over the CSR structure, so there is never a per-user
+set difference over the catalogue, nor a dense users x artists array.
+
+The model: two towers of the same shape, one over user ids and one over artist ids,
+``nn.Embedding(n, d)`` followed by Linear layers; the score of a (user, artist) pair is the cosine (or the
+dot product) of the two towers' outputs. The study's towers are ``Embedding(n, 10)``, ``Linear(10, 20)``,
+``Sigmoid``, ``Linear(20, 20)``, ``Sigmoid``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "StudySample",
+    "TowerConfig",
+    "TwoTower",
+    "heard_mask",
+    "negative_counts",
+    "positive_mask",
+    "resolve_device",
+    "sample_statistics",
+    "sample_unheard",
+    "study_sample",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_counts(counts: Any) -> sp.csr_matrix:
+    """``counts`` as a canonical CSR matrix (sorted indices, no explicit zeros), or a clear error."""
+    if not sp.issparse(counts):
+        raise TypeError(
+            f"counts must be a scipy.sparse users x artists matrix, got {type(counts).__name__}"
+        )
+    if counts.ndim != 2:
+        raise ValueError(f"counts must be 2-D (users x artists), got shape {counts.shape}")
+    csr = sp.csr_matrix(counts)
+    if csr.nnz and csr.data.min() < 0:
+        raise ValueError("counts must hold non-negative play counts")
+    if not csr.has_canonical_format or (csr.nnz and (csr.data == 0).any()):
+        csr = csr.copy()
+        csr.sum_duplicates()
+        csr.eliminate_zeros()
+        csr.sort_indices()
+    return csr
+
+
+def _row_of_entry(csr: sp.csr_matrix) -> np.ndarray:
+    """Row index of every stored entry (int64, length nnz)."""
+    return np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+
+
+# --------------------------------------------------------------------------------------------------
+# The sample rule
+# --------------------------------------------------------------------------------------------------
+
+
+def positive_mask(counts: sp.spmatrix, positive: float = 0.1) -> np.ndarray:
+    """Boolean mask over ``counts``' stored entries (canonical CSR order): share of the row >= ``positive``.
+
+    The share of an artist is its play count divided by the user's total plays.
+    """
+    if not 0.0 <= positive <= 1.0:
+        raise ValueError(f"positive must be a share in [0, 1], got {positive}")
+    csr = _check_counts(counts)
+    totals = np.asarray(csr.sum(axis=1), dtype=np.float64).ravel()
+    rows = _row_of_entry(csr)
+    share = csr.data.astype(np.float64) / np.where(totals > 0, totals, 1.0)[rows]
+    return share >= positive
+
+
+def negative_counts(counts: sp.spmatrix, negative: float = 1e-5) -> np.ndarray:
+    """Negatives per user, as the study computed them: ``int(negative * n_unheard)`` (int64 per row).
+
+    ``n_unheard`` is the number of catalogue artists (columns) the user never played. With the study's
+    ``negative = 1e-5`` this is 0 for every user unless the catalogue has at least 100,000 artists.
+    """
+    if not 0.0 <= negative <= 1.0:
+        raise ValueError(f"negative must be a fraction in [0, 1], got {negative}")
+    csr = _check_counts(counts)
+    n_unheard = csr.shape[1] - np.diff(csr.indptr).astype(np.int64)
+    # float64 product then truncation toward zero: exactly Python's int(negative * n_unheard)
+    return np.trunc(negative * n_unheard.astype(np.float64)).astype(np.int64)
+
+
+def _unheard_keys(csr: sp.csr_matrix) -> np.ndarray:
+    """Sorted int64 keys that map (row, rank among the row's unheard columns) to a column.
+
+    For a row with sorted heard columns ``h_0 < h_1 < ...``, ``g_i = h_i - i`` is non-decreasing and the
+    ``r``-th unheard column is ``r + #{i : g_i <= r}``. Offsetting every row by ``row * (n_cols + 1)``
+    makes one globally sorted array, so a single ``searchsorted`` serves all rows at once.
+    """
+    rows = _row_of_entry(csr)
+    within = np.arange(csr.nnz, dtype=np.int64) - csr.indptr[rows].astype(np.int64)
+    g = csr.indices.astype(np.int64) - within
+    return rows * (csr.shape[1] + 1) + g
+
+
+def _rank_to_column(
+    csr: sp.csr_matrix, keys: np.ndarray, rows: np.ndarray, ranks: np.ndarray
+) -> np.ndarray:
+    """Column of the ``ranks[i]``-th unheard artist of ``rows[i]`` (see ``_unheard_keys``)."""
+    query = rows * (csr.shape[1] + 1) + ranks
+    before = np.searchsorted(keys, query, side="right") - csr.indptr[rows].astype(np.int64)
+    return ranks + before
+
+
+def _distinct_ranks(n_avail: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> tuple:
+    """For each row ``u``, ``k[u]`` distinct ranks drawn uniformly from ``range(n_avail[u])``.
+
+    Returns ``(rows, ranks)`` sorted by row. Rows asking for more than half of what they have are drawn
+    as a random permutation prefix; the others by drawing with replacement and topping up duplicates
+    (invariant under relabelling the ranks, hence every k-subset is equally likely).
+    """
+    if (k > n_avail).any():
+        bad = int(np.flatnonzero(k > n_avail)[0])
+        raise ValueError(f"row {bad} asks for {k[bad]} distinct draws out of {n_avail[bad]}")
+    dense = np.flatnonzero((k > 0) & (2 * k > n_avail))
+    sparse_rows = np.flatnonzero((k > 0) & (2 * k <= n_avail))
+    out_rows: list[np.ndarray] = []
+    out_ranks: list[np.ndarray] = []
+    if len(dense):
+        # random permutation of each row's ranks (total size < 2 * sum(k)), keep the first k
+        sizes = n_avail[dense]
+        r = np.repeat(dense, sizes)
+        start = np.cumsum(sizes) - sizes
+        ranks = np.arange(sizes.sum(), dtype=np.int64) - np.repeat(start, sizes)
+        order = np.lexsort((rng.random(len(r)), r))
+        r, ranks = r[order], ranks[order]
+        pos = np.arange(len(r), dtype=np.int64) - np.repeat(start, sizes)
+        keep = pos < np.repeat(k[dense], sizes)
+        out_rows.append(r[keep])
+        out_ranks.append(ranks[keep])
+    if len(sparse_rows):
+        big = int(n_avail.max()) + 1
+        have = np.zeros(0, dtype=np.int64)  # keys row * big + rank, unique
+        need = k[sparse_rows].copy()
+        while need.sum() > 0:
+            r = np.repeat(sparse_rows, need)
+            draws = (rng.random(len(r)) * n_avail[r]).astype(np.int64)
+            draws = np.minimum(draws, n_avail[r] - 1)  # guard against rounding up to n_avail
+            have = np.unique(np.concatenate([have, r * big + draws]))
+            got = np.bincount(have // big, minlength=len(k))[sparse_rows]
+            need = k[sparse_rows] - got
+        out_rows.append(have // big)
+        out_ranks.append(have % big)
+    if not out_rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows = np.concatenate(out_rows)
+    ranks = np.concatenate(out_ranks)
+    order = np.argsort(rows, kind="stable")
+    return rows[order], ranks[order]
+
+
+def sample_unheard(
+    counts: sp.spmatrix, n_per_user: np.ndarray, seed: int | np.random.Generator = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n_per_user[u]`` distinct artists user ``u`` never played, uniformly, for all users at once.
+
+    Returns ``(rows, cols)`` int64 arrays sorted by row (columns of one row in random order is not
+    promised; they are sorted within a row). No dense users x artists array is built.
+    """
+    csr = _check_counts(counts)
+    k = np.asarray(n_per_user, dtype=np.int64)
+    if k.shape != (csr.shape[0],):
+        raise ValueError(f"n_per_user must have one entry per user ({csr.shape[0]}), got {k.shape}")
+    if (k < 0).any():
+        raise ValueError("n_per_user must be non-negative")
+    rng = np.random.default_rng(seed)
+    n_unheard = csr.shape[1] - np.diff(csr.indptr).astype(np.int64)
+    if (k > n_unheard).any():
+        bad = int(np.flatnonzero(k > n_unheard)[0])
+        raise ValueError(
+            f"user row {bad} asks for {k[bad]} negatives but has only {n_unheard[bad]} unheard artists"
+        )
+    rows, ranks = _distinct_ranks(n_unheard, k, rng)
+    cols = _rank_to_column(csr, _unheard_keys(csr), rows, ranks)
+    order = np.lexsort((cols, rows))
+    return rows[order], cols[order]
+
+
+def heard_mask(counts: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Whether each (rows[i], cols[i]) is a stored (played) cell of ``counts``: one sparse lookup."""
+    csr = _check_counts(counts)
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    n_cols = csr.shape[1]
+    keys = _row_of_entry(csr) * n_cols + csr.indices.astype(np.int64)  # globally sorted
+    query = rows * n_cols + cols
+    if not len(keys):
+        return np.zeros(len(query), dtype=bool)
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return keys[pos] == query
+
+
+@dataclass(frozen=True)
+class StudySample:
+    """The study's training sample, in its order: user by user, positives (by column) then negatives.
+
+    ``users`` and ``artists`` are row and column indices of the matrix the sample was drawn from;
+    ``targets`` are +1 (positive) or -1 (negative), float32 as ``nn.CosineEmbeddingLoss`` expects.
+    """
+
+    users: np.ndarray
+    artists: np.ndarray
+    targets: np.ndarray
+    n_users: int
+    n_artists: int
+    positive: float
+    negative: float
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def is_positive(self) -> np.ndarray:
+        return self.targets > 0
+
+
+def study_sample(
+    counts: sp.spmatrix,
+    *,
+    positive: float = 0.1,
+    negative: float = 1e-5,
+    seed: int = 0,
+) -> StudySample:
+    """The study's sample rule on a users x artists count matrix (see the module docstring).
+
+    Vectorised over all users; memory grows with the number of positives and negatives drawn.
+    """
+    csr = _check_counts(counts)
+    pos = positive_mask(csr, positive)
+    pos_rows = _row_of_entry(csr)[pos]
+    pos_cols = csr.indices.astype(np.int64)[pos]
+    neg_rows, neg_cols = sample_unheard(csr, negative_counts(csr, negative), seed)
+    rows = np.concatenate([pos_rows, neg_rows])
+    cols = np.concatenate([pos_cols, neg_cols])
+    targets = np.concatenate(
+        [np.ones(len(pos_rows), np.float32), -np.ones(len(neg_rows), np.float32)]
+    )
+    # user by user; within a user the positives (target +1) first, each block by column
+    order = np.lexsort((cols, -targets, rows))
+    return StudySample(
+        users=rows[order],
+        artists=cols[order],
+        targets=targets[order],
+        n_users=csr.shape[0],
+        n_artists=csr.shape[1],
+        positive=positive,
+        negative=negative,
+    )
+
+
+def sample_statistics(sample: StudySample) -> dict[str, float | int]:
+    """Headline statistics of a study sample (flat dict of numbers, for the results JSON)."""
+    is_pos = sample.is_positive
+    pos_per_user = np.bincount(sample.users[is_pos], minlength=sample.n_users)
+    neg_per_user = np.bincount(sample.users[~is_pos], minlength=sample.n_users)
+    n_pos = int(is_pos.sum())
+    n_neg = int((~is_pos).sum())
+    return {
+        "n_sample_users": int(sample.n_users),
+        "n_sample_artists": int(sample.n_artists),
+        "n_positives": n_pos,
+        "n_negatives": n_neg,
+        "n_sample": n_pos + n_neg,
+        "positives_per_user_mean": float(pos_per_user.mean()) if sample.n_users else 0.0,
+        "positives_per_user_max": int(pos_per_user.max()) if sample.n_users else 0,
+        "users_without_positive": int((pos_per_user == 0).sum()),
+        "negatives_per_user_mean": float(neg_per_user.mean()) if sample.n_users else 0.0,
+        "negatives_per_user_max": int(neg_per_user.max()) if sample.n_users else 0,
+        "negative_share": float(n_neg / max(n_pos + n_neg, 1)),
+        "artists_in_positives": int(len(np.unique(sample.artists[is_pos]))),
+        "min_catalogue_for_one_negative": int(np.ceil(1.0 / sample.negative))
+        if sample.negative > 0
+        else 0,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The two-tower model
+# --------------------------------------------------------------------------------------------------
+
+_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+@dataclass
+class TowerConfig:
+    """Shape of both towers; JSON-serialisable so a checkpoint can rebuild the model.
+
+    The study's tower is ``TowerConfig(n_users, n_artists)``: embedding 10, layers (20, 20), sigmoid
+    after every layer, cosine similarity. ``output_activation="none"`` drops the activation after the
+    last layer (the output may then be negative); ``layer_sizes=()`` leaves the bare embedding.
+    """
+
+    n_users: int
+    n_artists: int
+    embedding_dim: int = 10
+    layer_sizes: tuple[int, ...] = (20, 20)
+    activation: str = "sigmoid"
+    output_activation: str = "sigmoid"
+    similarity: str = "cosine"
+    init_std: float | None = None  # None: PyTorch's default N(0, 1) for the embeddings
+
+    def __post_init__(self) -> None:
+        self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
+        if self.n_users < 1 or self.n_artists < 1:
+            raise ValueError(f"need at least one user and one artist, got {self.n_users}, {self.n_artists}")
+        if self.embedding_dim < 1 or any(s < 1 for s in self.layer_sizes):
+            raise ValueError(f"sizes must be positive: {self.embedding_dim}, {self.layer_sizes}")
+        for name in (self.activation, self.output_activation):
+            if name != "none" and name not in _ACTIVATIONS:
+                raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)} or 'none', got {name!r}")
+        if self.similarity not in ("cosine", "dot"):
+            raise ValueError(f"similarity must be 'cosine' or 'dot', got {self.similarity!r}")
+
+    @property
+    def output_dim(self) -> int:
+        return self.layer_sizes[-1] if self.layer_sizes else self.embedding_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layer_sizes"] = list(self.layer_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TowerConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TowerConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _tower(n: int, cfg: TowerConfig) -> nn.Sequential:
+    """``Embedding(n, d)`` then Linear layers with the configured activations."""
+    layers: list[nn.Module] = [nn.Embedding(n, cfg.embedding_dim)]
+    if cfg.init_std is not None:
+        nn.init.normal_(layers[0].weight, std=cfg.init_std)
+    width = cfg.embedding_dim
+    for i, size in enumerate(cfg.layer_sizes):
+        layers.append(nn.Linear(width, size))
+        last = i == len(cfg.layer_sizes) - 1
+        act = cfg.output_activation if last else cfg.activation
+        if act != "none":
+            layers.append(_ACTIVATIONS[act]())
+        width = size
+    return nn.Sequential(*layers)
+
+
+class TwoTower(nn.Module):
+    """Two towers of the same shape over user ids and artist ids; a pair's score is their similarity."""
+
+    def __init__(self, config: TowerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.user_tower = _tower(config.n_users, config)
+        self.artist_tower = _tower(config.n_artists, config)
+
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """Output of the user tower for user indices (``[len(users), output_dim]``)."""
+        return self.user_tower(users)
+
+    def artist_vectors(self, artists: torch.Tensor | None = None) -> torch.Tensor:
+        """Output of the artist tower (all artists when ``artists`` is None)."""
+        if artists is None:
+            artists = torch.arange(self.config.n_artists, device=self.user_tower[0].weight.device)
+        return self.artist_tower(artists)
+
+    def similarity(self, u: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Pairwise similarity of matching rows of ``u`` and ``a`` (cosine or dot)."""
+        if self.config.similarity == "cosine":
+            return F.cosine_similarity(u, a, dim=-1)
+        return (u * a).sum(-1)
+
+    def score_matrix(self, u: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """All-pairs similarity ``[len(u), len(a)]`` between tower outputs."""
+        if self.config.similarity == "cosine":
+            u = F.normalize(u, dim=-1)
+            a = F.normalize(a, dim=-1)
+        return u @ a.T
+
+    def forward(self, users: torch.Tensor, artists: torch.Tensor) -> torch.Tensor:
+        """Similarity of each (users[i], artists[i]) pair."""
+        return self.similarity(self.user_vectors(users), self.artist_vectors(artists))
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` when given, else CUDA when available, else the CPU."""
+    if device is not None and device != "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+

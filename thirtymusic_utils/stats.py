@@ -1,0 +1,750 @@
+"""Statistics of chapter 05: the study's subsample t-test and a sound paired comparison of models.
+
+Every model of the book answers for the same test pairs (one hidden artist per test user), so each
+model's result is a vector of per-user ranks (0 = the hidden artist is not in the top 10, else 1..10).
+From those vectors this module computes:
+
+- the study's procedure: 30 random 10% subsamples of the test users per model (drawn independently for
+  each model), the mean of each, and an unpaired t-test on the two lists of means;
+- paired tests on the same users: the exact McNemar test on hits, the Wilcoxon signed-rank test on
+  reciprocal ranks, a paired bootstrap confidence interval of the HR@10 difference;
+- a confidence interval of each model's HR@10 (percentile bootstrap and Wilson);
+- all pairs of models with Holm's step-down correction, with effect sizes;
+- a simulation of the study's procedure on two models of equal true HR@10 (its false-positive rate).
+
+All random choices come from one ``seed`` (``np.random.default_rng``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from tqdm import tqdm
+
+from .paths import build_path
+
+#: The p-value the original study reported for its t-test (a figure of the study, not of this book).
+STUDY_REPORTED_PVALUE = 0.00036
+
+#: Every model the book scores, in reading order, with a label for tables and plots.
+MODEL_LABELS: dict[str, str] = {
+    "popularity": "Most popular",
+    "cf_seed": "User-kNN CF, as the study ran it",
+    "cf_seed_as_written": "User-kNN CF, as the study wrote it",
+    "cf_weighted": "User-kNN CF, similarity-weighted",
+    "cf_tuned": "User-kNN CF, tuned",
+    "embedding_seed": "Two-tower, the study's setup",
+    "embedding_improved": "Two-tower, improved",
+}
+
+#: The models the book compares (``cf_seed_as_written`` is shown in tables when present, not compared).
+BOOK_MODELS: tuple[str, ...] = (
+    "popularity",
+    "cf_seed",
+    "cf_weighted",
+    "cf_tuned",
+    "embedding_seed",
+    "embedding_improved",
+)
+
+#: Where each model's HR@10 is reported: (notebook, results key).
+RESULT_KEYS: dict[str, tuple[str, str]] = {
+    "popularity": ("02_collaborative_filtering", "hr_at_10_popularity"),
+    "cf_seed": ("02_collaborative_filtering", "hr_at_10_seed"),
+    "cf_seed_as_written": ("02_collaborative_filtering", "hr_at_10_seed_as_written"),
+    "cf_weighted": ("02_collaborative_filtering", "hr_at_10_weighted"),
+    "cf_tuned": ("02_collaborative_filtering", "hr_at_10_tuned"),
+    "embedding_seed": ("04_training", "hr_at_10_embedding_seed"),
+    "embedding_improved": ("04_training", "hr_at_10_embedding"),
+}
+
+OUTCOME_FILES: dict[str, tuple[str, ...]] = {
+    "outcomes_02.csv": (
+        "popularity",
+        "cf_seed",
+        "cf_seed_as_written",
+        "cf_weighted",
+        "cf_tuned",
+    ),
+    "outcomes_04.csv": ("embedding_seed", "embedding_improved"),
+}
+OPTIONAL_MODELS = frozenset({"cf_seed_as_written"})
+TOP_K = 10
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def _read_outcome_file(path: os.PathLike, models: Sequence[str]) -> pd.DataFrame:
+    """One outcomes CSV with its pair columns and the rank columns of ``models`` checked."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: execute the chapter that writes it first (make book runs them in order)"
+        )
+    df = pd.read_csv(path)
+    needed = ["user_id", "artist_id"] + [
+        f"rank_{m}" for m in models if m not in OPTIONAL_MODELS
+    ]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected at least {needed}")
+    for col in [c for c in df.columns if c.startswith("rank_")]:
+        values = df[col]
+        if values.isna().any() or not np.all(np.mod(values.to_numpy(dtype=float), 1) == 0):
+            raise ValueError(f"{path}: column {col} must hold integers 0..{TOP_K}")
+        if values.min() < 0 or values.max() > TOP_K:
+            raise ValueError(
+                f"{path}: column {col} must hold 0 (not in the top {TOP_K}) or a rank 1..{TOP_K}, "
+                f"found values {values.min()}..{values.max()}"
+            )
+        df[col] = values.astype(np.int64)
+    return df
+
+
+def load_outcomes(build_dir: str | os.PathLike | None) -> pd.DataFrame:
+    """Per-pair ranks of every model: ``outcomes_02.csv`` and ``outcomes_04.csv`` joined.
+
+    Both files must list the same (user_id, artist_id) pairs in the same order; a clear error names
+    the first row where they differ. Returns ``user_id, artist_id, rank_<model>...`` (int64).
+    """
+    art = build_path(build_dir) / "artifacts"
+    parts = [_read_outcome_file(art / name, models) for name, models in OUTCOME_FILES.items()]
+    first, second = parts
+    if len(first) != len(second):
+        raise ValueError(
+            f"outcomes_02.csv has {len(first)} pairs but outcomes_04.csv has {len(second)}: "
+            "both chapters must score the same test pairs (re-run 02 and 04 on the same build)"
+        )
+    if len(first) == 0:
+        raise ValueError(f"{art / 'outcomes_02.csv'} holds no test pairs")
+    a = first[["user_id", "artist_id"]].to_numpy()
+    b = second[["user_id", "artist_id"]].to_numpy()
+    differ = np.flatnonzero((a != b).any(axis=1))
+    if differ.size:
+        i = int(differ[0])
+        raise ValueError(
+            f"outcomes_02.csv and outcomes_04.csv list different test pairs ({differ.size} rows "
+            f"differ); first at row {i}: (user_id, artist_id) = {tuple(a[i])} vs {tuple(b[i])}. "
+            "Both chapters must score the same pairs in the same order."
+        )
+    ranks = [p.drop(columns=["user_id", "artist_id"]).reset_index(drop=True) for p in parts]
+    dup = set(ranks[0].columns) & set(ranks[1].columns)
+    if dup:
+        raise ValueError(f"both outcomes files define {sorted(dup)}")
+    return pd.concat([first[["user_id", "artist_id"]].reset_index(drop=True), *ranks], axis=1)
+
+
+def model_ranks(outcomes: pd.DataFrame, models: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """``{model: ranks}`` for the models present in ``outcomes`` (all of ``MODEL_LABELS`` by default)."""
+    names = list(models) if models is not None else list(MODEL_LABELS)
+    out = {}
+    for m in names:
+        col = f"rank_{m}"
+        if col in outcomes.columns:
+            out[m] = outcomes[col].to_numpy(dtype=np.int64)
+        elif models is not None:
+            raise KeyError(f"outcomes have no column {col!r}; columns are {list(outcomes.columns)}")
+    return out
+
+
+def hits(ranks: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Boolean hit vector: the hidden artist is in the top ``k`` (rank 1..k; 0 means missed)."""
+    ranks = np.asarray(ranks)
+    return (ranks > 0) & (ranks <= k)
+
+
+def reciprocal_ranks(ranks: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Per-pair reciprocal rank truncated at ``k``: 1/rank for a hit, 0 for a miss."""
+    ranks = np.asarray(ranks)
+    out = np.zeros(ranks.shape, dtype=float)
+    h = hits(ranks, k)
+    out[h] = 1.0 / ranks[h]
+    return out
+
+
+def check_against_results(
+    ranks: Mapping[str, np.ndarray], results: Mapping[str, Mapping[str, Any]], tol: float = 1e-9
+) -> pd.DataFrame:
+    """Compare each model's HR@10 from the outcomes with the figure its chapter reported.
+
+    ``results`` maps notebook names to their results JSON. Returns a table (model, from_outcomes,
+    reported, matches); raises ValueError when a reported figure differs from the outcomes.
+    """
+    rows = []
+    for model, r in ranks.items():
+        notebook, key = RESULT_KEYS[model]
+        reported = results.get(notebook, {}).get(key)
+        hr = float(hits(r).mean())
+        ok = None if reported is None else bool(abs(hr - float(reported)) <= tol)
+        rows.append(
+            {
+                "model": model,
+                "source": f"{notebook}:{key}",
+                "hr_from_outcomes": hr,
+                "hr_reported": reported,
+                "matches": ok,
+            }
+        )
+    table = pd.DataFrame(rows)
+    bad = table[table["matches"] == False]  # noqa: E712 - None means "not reported"
+    if len(bad):
+        raise ValueError(
+            "per-pair outcomes disagree with the chapters' reported HR@10 (stale build?):\n"
+            + bad.to_string(index=False)
+        )
+    return table
+
+
+# ---------------------------------------------------------------------------- the study's t-test
+
+
+@dataclass(frozen=True)
+class StudyTTest:
+    """The study's test: the subsample means of each model and ``scipy.stats.ttest_ind`` on them."""
+
+    means_a: np.ndarray
+    means_b: np.ndarray
+    statistic: float
+    pvalue: float
+
+
+def subsample_size(n: int, fraction: float) -> int:
+    """Users per subsample: ``round(fraction * n)``, at least 1."""
+    if n < 1:
+        raise ValueError("need at least one test user")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return max(1, int(round(fraction * n)))
+
+
+def subsample_means(
+    values: np.ndarray, n_subsamples: int, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Means of ``n_subsamples`` random subsamples (each without replacement, overlapping each other)."""
+    values = np.asarray(values, dtype=float)
+    m = subsample_size(values.size, fraction)
+    return np.array(
+        [values[rng.choice(values.size, m, replace=False)].mean() for _ in range(n_subsamples)]
+    )
+
+
+def study_ttest(
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    n_subsamples: int = 30,
+    fraction: float = 0.1,
+    seed: int = 0,
+) -> StudyTTest:
+    """The study's procedure: independent subsamples per model, then an unpaired t-test on the means.
+
+    ``values_*`` are per-user metric values (hits for HR@10). Reproducible for a given ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    a = subsample_means(values_a, n_subsamples, fraction, rng)
+    b = subsample_means(values_b, n_subsamples, fraction, rng)
+    res = sps.ttest_ind(a, b)
+    return StudyTTest(a, b, float(res.statistic), float(res.pvalue))
+
+
+def study_subsample_table(
+    values: Mapping[str, np.ndarray], n_subsamples: int = 30, fraction: float = 0.1, seed: int = 0
+) -> pd.DataFrame:
+    """The study's subsample means for every model (long form: model, subsample, mean)."""
+    rng = np.random.default_rng(seed)
+    frames = [
+        pd.DataFrame(
+            {
+                "model": model,
+                "subsample": np.arange(n_subsamples),
+                "mean": subsample_means(v, n_subsamples, fraction, rng),
+            }
+        )
+        for model, v in values.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------- paired tests
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """Exact McNemar test of two paired hit vectors, with effect sizes.
+
+    ``n_a_only``: pairs that only model a hits; ``n_b_only``: only model b. ``hr_diff`` is
+    HR(a) - HR(b); ``odds_ratio`` = n_a_only / n_b_only; ``cohens_g`` = n_a_only / discordant - 0.5.
+    """
+
+    n: int
+    n_a_only: int
+    n_b_only: int
+    hr_diff: float
+    pvalue: float
+    odds_ratio: float
+    cohens_g: float
+
+
+def mcnemar_exact(hits_a: np.ndarray, hits_b: np.ndarray) -> McNemarResult:
+    """Exact McNemar test: a two-sided binomial test (p = 1/2) on the discordant pairs."""
+    a = np.asarray(hits_a, dtype=bool)
+    b = np.asarray(hits_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"expected two 1-D hit vectors of equal length, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("expected at least one pair")
+    n10 = int(np.count_nonzero(a & ~b))
+    n01 = int(np.count_nonzero(~a & b))
+    d = n10 + n01
+    p = 1.0 if d == 0 else float(sps.binomtest(n10, d, 0.5).pvalue)
+    if n01 > 0:
+        odds = n10 / n01
+    else:
+        odds = math.inf if n10 > 0 else math.nan
+    g = n10 / d - 0.5 if d else 0.0
+    return McNemarResult(a.size, n10, n01, (n10 - n01) / a.size, p, odds, g)
+
+
+@dataclass(frozen=True)
+class WilcoxonResult:
+    """Wilcoxon signed-rank test of paired values (a - b) with the matched-pairs rank-biserial r."""
+
+    statistic: float
+    pvalue: float
+    n_nonzero: int
+    rank_biserial: float
+
+
+def rank_biserial(x_a: np.ndarray, x_b: np.ndarray) -> float:
+    """Matched-pairs rank-biserial correlation (T+ - T-) / (T+ + T-) over the non-zero differences.
+
+    Positive when a tends to be larger than b; 0 when all differences are zero.
+    """
+    d = np.asarray(x_a, dtype=float) - np.asarray(x_b, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0.0
+    r = sps.rankdata(np.abs(d))
+    t_plus = r[d > 0].sum()
+    t_minus = r[d < 0].sum()
+    return float((t_plus - t_minus) / (t_plus + t_minus))
+
+
+def wilcoxon_paired(x_a: np.ndarray, x_b: np.ndarray) -> WilcoxonResult:
+    """``scipy.stats.wilcoxon`` on paired values (zeros dropped); all-zero differences give p = 1."""
+    a = np.asarray(x_a, dtype=float)
+    b = np.asarray(x_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"expected two 1-D vectors of equal length, got {a.shape} and {b.shape}")
+    nz = int(np.count_nonzero(a != b))
+    if nz == 0:
+        return WilcoxonResult(0.0, 1.0, 0, 0.0)
+    res = sps.wilcoxon(a, b, zero_method="wilcox")
+    return WilcoxonResult(float(res.statistic), float(res.pvalue), nz, rank_biserial(a, b))
+
+
+# ------------------------------------------------------------------------------------- intervals
+
+
+def bootstrap_means(
+    values: np.ndarray,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    max_chunk_elements: int = 1 << 22,
+    progress: bool = False,
+) -> np.ndarray:
+    """Means of ``n_resamples`` bootstrap resamples of the rows of ``values`` (n,) or (n, k).
+
+    Rows (users) are resampled with replacement, the same rows for every column, so differences of
+    columns are paired bootstrap replicates. Indices are drawn in chunks of at most
+    ``max_chunk_elements`` gathered values to bound memory. Returns (n_resamples,) or (n_resamples, k).
+    """
+    arr = np.asarray(values)
+    one_d = arr.ndim == 1
+    if one_d:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (n,) or (n, k) array, got shape {np.shape(values)}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.int8)
+    n, k = arr.shape
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_resamples, k))
+    rows = max(1, max_chunk_elements // (n * k))
+    starts = range(0, n_resamples, rows)
+    for start in tqdm(starts, desc="bootstrap", disable=not progress):
+        stop = min(n_resamples, start + rows)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        for j in range(k):
+            out[start:stop, j] = arr[:, j][idx].sum(axis=1, dtype=np.float64) / n
+    return out[:, 0] if one_d else out
+
+
+def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    lo, hi = np.quantile(np.asarray(replicates, dtype=float), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_ci(
+    x_a: np.ndarray,
+    x_b: np.ndarray,
+    n_resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Paired bootstrap percentile CI of mean(a) - mean(b): returns (estimate, low, high)."""
+    a = np.asarray(x_a, dtype=float)
+    b = np.asarray(x_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"expected two 1-D vectors of equal length, got {a.shape} and {b.shape}")
+    reps = bootstrap_means(a - b, n_resamples=n_resamples, seed=seed)
+    lo, hi = percentile_ci(reps, level)
+    return float(a.mean() - b.mean()), lo, hi
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n``."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"expected 0 <= k <= n and n > 0, got k={k}, n={n}")
+    z = float(sps.norm.ppf((1 + level) / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---------------------------------------------------------------------------- multiple testing
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (same order as given), capped at 1."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"expected a 1-D list of p-values, got shape {p.shape}")
+    if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p-values must lie in [0, 1], got {p}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = (m - np.arange(m)) * p[order]
+    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate(scaled))
+    out = np.empty(m)
+    out[order] = adjusted_sorted
+    return out
+
+
+# -------------------------------------------------------------------------------- model tables
+
+
+def model_summary(
+    ranks: Mapping[str, np.ndarray],
+    n_resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-model HR@10 with percentile bootstrap and Wilson intervals, plus MRR@10.
+
+    Returns the table (one row per model) and the bootstrap replicates of HR@10 (n_resamples x
+    models, same resampled users for every model, so column differences are paired replicates).
+    """
+    names = list(ranks)
+    h = np.column_stack([hits(ranks[m]) for m in names])
+    reps = bootstrap_means(h, n_resamples=n_resamples, seed=seed, progress=progress)
+    rows = []
+    for j, m in enumerate(names):
+        k, n = int(h[:, j].sum()), h.shape[0]
+        lo, hi = percentile_ci(reps[:, j], level)
+        wlo, whi = wilson_interval(k, n, level)
+        rows.append(
+            {
+                "model": m,
+                "label": MODEL_LABELS.get(m, m),
+                "n": n,
+                "hits": k,
+                "hr_at_10": k / n,
+                "ci_low": lo,
+                "ci_high": hi,
+                "wilson_low": wlo,
+                "wilson_high": whi,
+                "mrr_at_10": float(reciprocal_ranks(ranks[m]).mean()),
+            }
+        )
+    return pd.DataFrame(rows), reps
+
+
+def pairwise_comparisons(
+    ranks: Mapping[str, np.ndarray],
+    replicates: np.ndarray | None = None,
+    n_resamples: int = 10_000,
+    level: float = 0.95,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """All pairs of models: McNemar and Wilcoxon p-values (raw and Holm), CI and effect sizes.
+
+    Each row compares ``model_a`` with ``model_b`` (differences are a - b, pairs in the order
+    of ``ranks``). ``replicates`` are paired bootstrap HR@10 replicates with one column per model
+    (as returned by :func:`model_summary`); drawn here when not given.
+    """
+    names = list(ranks)
+    if len(names) < 2:
+        raise ValueError("need at least two models to compare")
+    if replicates is None:
+        h = np.column_stack([hits(ranks[m]) for m in names])
+        replicates = bootstrap_means(h, n_resamples=n_resamples, seed=seed)
+    rows = []
+    for i, j in combinations(range(len(names)), 2):
+        a, b = names[i], names[j]
+        mc = mcnemar_exact(hits(ranks[a]), hits(ranks[b]))
+        wx = wilcoxon_paired(reciprocal_ranks(ranks[a]), reciprocal_ranks(ranks[b]))
+        lo, hi = percentile_ci(replicates[:, i] - replicates[:, j], level)
+        rows.append(
+            {
+                "model_a": a,
+                "model_b": b,
+                "hr_diff": mc.hr_diff,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_a_only": mc.n_a_only,
+                "n_b_only": mc.n_b_only,
+                "odds_ratio": mc.odds_ratio,
+                "cohens_g": mc.cohens_g,
+                "mcnemar_p": mc.pvalue,
+                "wilcoxon_p": wx.pvalue,
+                "rank_biserial": wx.rank_biserial,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["mcnemar_p_holm"] = holm(table["mcnemar_p"].to_numpy())
+    table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"].to_numpy())
+    table["significant_holm"] = table["mcnemar_p_holm"] < alpha
+    return table
+
+
+def find_pair(table: pd.DataFrame, a: str, b: str) -> dict[str, Any]:
+    """The row comparing ``a`` with ``b`` as a dict, oriented as a - b (flipped if stored b - a)."""
+    row = table[(table["model_a"] == a) & (table["model_b"] == b)]
+    if len(row):
+        return row.iloc[0].to_dict()
+    row = table[(table["model_a"] == b) & (table["model_b"] == a)]
+    if not len(row):
+        raise KeyError(f"no comparison of {a!r} with {b!r} in the table")
+    d = row.iloc[0].to_dict()
+    return {
+        **d,
+        "model_a": a,
+        "model_b": b,
+        "hr_diff": -d["hr_diff"],
+        "ci_low": -d["ci_high"],
+        "ci_high": -d["ci_low"],
+        "n_a_only": d["n_b_only"],
+        "n_b_only": d["n_a_only"],
+        "odds_ratio": (1 / d["odds_ratio"]) if d["odds_ratio"] else math.inf,
+        "cohens_g": -d["cohens_g"],
+        "rank_biserial": -d["rank_biserial"],
+    }
+
+
+def better_of(ranks: Mapping[str, np.ndarray], candidates: Sequence[str]) -> str:
+    """The candidate with the highest HR@10 (the first one listed on a tie)."""
+    present = [c for c in candidates if c in ranks]
+    if not present:
+        raise KeyError(f"none of {list(candidates)} among the models {list(ranks)}")
+    scores = [hits(ranks[c]).mean() for c in present]
+    return present[int(np.argmax(scores))]
+
+
+# ------------------------------------------------------------------------------------- wording
+
+
+def comparison_verdict(ci_low: float, ci_high: float, pvalue: float, alpha: float = 0.05) -> str:
+    """"better than", "worse than" or "not distinguishable from", for a difference a - b.
+
+    A verdict needs both the test (p < alpha) and the interval (excluding 0) to agree.
+    """
+    vals = [ci_low, ci_high, pvalue]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+        return "not distinguishable from"
+    if pvalue < alpha and ci_low > 0:
+        return "better than"
+    if pvalue < alpha and ci_high < 0:
+        return "worse than"
+    return "not distinguishable from"
+
+
+def significance_word(pvalue: float | None, alpha: float = 0.05) -> str:
+    """"significant" or "not significant" at level ``alpha`` (NaN/None counts as not significant)."""
+    if pvalue is None or math.isnan(pvalue):
+        return "not significant"
+    return "significant" if pvalue < alpha else "not significant"
+
+
+def rate_vs_nominal(count: int, n: int, nominal: float = 0.05, alpha: float = 0.01) -> str:
+    """"above", "below" or "close to": a rejection rate ``count / n`` against the nominal rate."""
+    if n <= 0:
+        raise ValueError("need at least one repetition")
+    if sps.binomtest(count, n, nominal, alternative="greater").pvalue < alpha:
+        return "above"
+    if sps.binomtest(count, n, nominal, alternative="less").pvalue < alpha:
+        return "below"
+    return "close to"
+
+
+def format_pvalue(p: float | None) -> str:
+    """A p-value for prose: three decimals, scientific below 0.001, "n/a" when undefined."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    if p == 0:
+        return "< 1e-300"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+# ----------------------------------------------------------------------------------- simulation
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """The study's procedure on two models of equal true HR@10, repeated ``n_reps`` times.
+
+    ``table``: method, n_subsamples, rejections, n_reps, rate (false-positive rate at ``alpha``).
+    ``pvalues_study``/``pvalues_mcnemar``: per-repetition p-values at ``n_subsamples_main``.
+    """
+
+    table: pd.DataFrame
+    pvalues_study: np.ndarray
+    pvalues_mcnemar: np.ndarray
+    n_subsamples_main: int
+
+
+def correlated_hits(
+    n: int, hit_rate: float, correlation: float, rng: np.random.Generator, size: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two (size, n) Bernoulli(hit_rate) hit arrays with per-user correlation ``correlation`` >= 0.
+
+    Model b copies model a's outcome with probability ``correlation``, else draws its own: both
+    have the same true HR and their phi coefficient is ``correlation``.
+    """
+    if not 0 <= hit_rate <= 1 or not 0 <= correlation <= 1:
+        raise ValueError(f"hit_rate and correlation must lie in [0, 1], got {hit_rate}, {correlation}")
+    a = rng.random((size, n)) < hit_rate
+    own = rng.random((size, n)) < hit_rate
+    copy = rng.random((size, n)) < correlation
+    return a, np.where(copy, a, own)
+
+
+def simulate_study_false_positives(
+    n_users: int,
+    hit_rate: float,
+    correlation: float = 0.0,
+    n_reps: int = 500,
+    n_subsamples_grid: Sequence[int] = (5, 10, 30, 100),
+    n_subsamples_main: int = 30,
+    fraction: float = 0.1,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> SimulationResult:
+    """False-positive rate of the study's subsample t-test when both models have equal true HR@10.
+
+    Each repetition draws per-user hits for two equally good models on ``n_users`` test users, then
+    runs the study's procedure (independent overlapping subsamples per model, t-test on the means)
+    for each number of subsamples in the grid, and the exact McNemar test on the same hits.
+    The number of hits in a subsample drawn without replacement is hypergeometric, which is what
+    is drawn here (exactly the distribution of :func:`subsample_means` on hits, and fast).
+    """
+    if n_users < 2:
+        raise ValueError(f"need at least two users, got {n_users}")
+    grid = sorted(set(int(s) for s in n_subsamples_grid) | {int(n_subsamples_main)})
+    rng = np.random.default_rng(seed)
+    a, b = correlated_hits(n_users, hit_rate, correlation, rng, size=n_reps)
+    ka = a.sum(axis=1)
+    kb = b.sum(axis=1)
+    m = subsample_size(n_users, fraction)
+    rows = []
+    p_main = np.full(n_reps, np.nan)
+    for s in grid:
+        ma = rng.hypergeometric(ka[:, None], n_users - ka[:, None], m, size=(n_reps, s)) / m
+        mb = rng.hypergeometric(kb[:, None], n_users - kb[:, None], m, size=(n_reps, s)) / m
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.asarray(sps.ttest_ind(ma, mb, axis=1).pvalue, dtype=float)
+        if s == n_subsamples_main:
+            p_main = p
+        rej = int(np.count_nonzero(p < alpha))
+        rows.append(
+            {
+                "method": "study's subsample t-test",
+                "n_subsamples": s,
+                "rejections": rej,
+                "n_reps": n_reps,
+                "rate": rej / n_reps,
+            }
+        )
+    n10 = (a & ~b).sum(axis=1)
+    n01 = (~a & b).sum(axis=1)
+    d = n10 + n01
+    # exact two-sided binomial test at 1/2 (symmetric): 2 * P(X <= min), capped at 1; 1 if no discordance
+    p_mc = np.where(d > 0, np.minimum(1.0, 2 * sps.binom.cdf(np.minimum(n10, n01), d, 0.5)), 1.0)
+    rej = int(np.count_nonzero(p_mc < alpha))
+    rows.append(
+        {
+            "method": "exact McNemar (paired)",
+            "n_subsamples": 0,
+            "rejections": rej,
+            "n_reps": n_reps,
+            "rate": rej / n_reps,
+        }
+    )
+    return SimulationResult(pd.DataFrame(rows), p_main, p_mc, int(n_subsamples_main))
+
+
+def hit_correlation(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
+    """Phi coefficient of two hit vectors, clipped to [0, 1] (0 when undefined)."""
+    a = np.asarray(hits_a, dtype=float)
+    b = np.asarray(hits_b, dtype=float)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.clip(np.corrcoef(a, b)[0, 1], 0.0, 1.0))
+
+
+# --------------------------------------------------------------------------- the book's summary
+
+
+def results_summary(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per model: HR@10 as its chapter reported it, with chapter 05's intervals.
+
+    ``results`` maps notebook names ("02_collaborative_filtering", "04_training", "05_t_test")
+    to their results JSON. Models whose chapter did not report them are left out.
+    """
+    t05 = results.get("05_t_test", {})
+    rows = []
+    for model, (notebook, key) in RESULT_KEYS.items():
+        hr = results.get(notebook, {}).get(key)
+        if hr is None:
+            continue
+        rows.append(
+            {
+                "model": model,
+                "label": MODEL_LABELS[model],
+                "chapter": notebook,
+                "hr_at_10": float(hr),
+                "ci_low": t05.get(f"hr_ci_low_{model}"),
+                "ci_high": t05.get(f"hr_ci_high_{model}"),
+                "wilson_low": t05.get(f"wilson_low_{model}"),
+                "wilson_high": t05.get(f"wilson_high_{model}"),
+            }
+        )
+    if not rows:
+        raise ValueError("no model HR@10 found in the results of chapters 02 and 04")
+    return pd.DataFrame(rows)
