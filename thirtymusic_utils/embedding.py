@@ -324,12 +324,16 @@ class TowerConfig:
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
         if self.n_users < 1 or self.n_artists < 1:
-            raise ValueError(f"need at least one user and one artist, got {self.n_users}, {self.n_artists}")
+            raise ValueError(
+                f"need at least one user and one artist, got {self.n_users}, {self.n_artists}"
+            )
         if self.embedding_dim < 1 or any(s < 1 for s in self.layer_sizes):
             raise ValueError(f"sizes must be positive: {self.embedding_dim}, {self.layer_sizes}")
         for name in (self.activation, self.output_activation):
             if name != "none" and name not in _ACTIVATIONS:
-                raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)} or 'none', got {name!r}")
+                raise ValueError(
+                    f"activation must be one of {sorted(_ACTIVATIONS)} or 'none', got {name!r}"
+                )
         if self.similarity not in ("cosine", "dot"):
             raise ValueError(f"similarity must be 'cosine' or 'dot', got {self.similarity!r}")
 
@@ -415,4 +419,3 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             raise RuntimeError(f"device {device!r} requested but CUDA is not available")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-

@@ -90,9 +90,7 @@ def _read_outcome_file(path: os.PathLike, models: Sequence[str]) -> pd.DataFrame
             f"{path} does not exist: execute the chapter that writes it first (make book runs them in order)"
         )
     df = pd.read_csv(path)
-    needed = ["user_id", "artist_id"] + [
-        f"rank_{m}" for m in models if m not in OPTIONAL_MODELS
-    ]
+    needed = ["user_id", "artist_id"] + [f"rank_{m}" for m in models if m not in OPTIONAL_MODELS]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; expected at least {needed}")
@@ -142,7 +140,9 @@ def load_outcomes(build_dir: str | os.PathLike | None) -> pd.DataFrame:
     return pd.concat([first[["user_id", "artist_id"]].reset_index(drop=True), *ranks], axis=1)
 
 
-def model_ranks(outcomes: pd.DataFrame, models: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def model_ranks(
+    outcomes: pd.DataFrame, models: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """``{model: ranks}`` for the models present in ``outcomes`` (all of ``MODEL_LABELS`` by default)."""
     names = list(models) if models is not None else list(MODEL_LABELS)
     out = {}
@@ -171,7 +171,7 @@ def reciprocal_ranks(ranks: np.ndarray, k: int = TOP_K) -> np.ndarray:
 
 
 def check_against_results(
-    ranks: Mapping[str, np.ndarray], results: Mapping[str, Mapping[str, Any]], tol: float = 1e-9
+    ranks: Mapping[str, np.ndarray], results: Mapping[str, Mapping[str, Any]], tol: float = 1e-6
 ) -> pd.DataFrame:
     """Compare each model's HR@10 from the outcomes with the figure its chapter reported.
 
@@ -297,7 +297,9 @@ def mcnemar_exact(hits_a: np.ndarray, hits_b: np.ndarray) -> McNemarResult:
     a = np.asarray(hits_a, dtype=bool)
     b = np.asarray(hits_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"expected two 1-D hit vectors of equal length, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"expected two 1-D hit vectors of equal length, got {a.shape} and {b.shape}"
+        )
     if a.size == 0:
         raise ValueError("expected at least one pair")
     n10 = int(np.count_nonzero(a & ~b))
@@ -423,7 +425,8 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # clamp against rounding: the interval always holds k / n and stays inside [0, 1]
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 # ---------------------------------------------------------------------------- multiple testing
@@ -454,11 +457,12 @@ def model_summary(
     level: float = 0.95,
     seed: int = 0,
     progress: bool = False,
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-model HR@10 with percentile bootstrap and Wilson intervals, plus MRR@10.
 
-    Returns the table (one row per model) and the bootstrap replicates of HR@10 (n_resamples x
-    models, same resampled users for every model, so column differences are paired replicates).
+    Returns the table (one row per model) and the bootstrap replicates of HR@10 (n_resamples rows,
+    one column per model, the same resampled users for every model, so column differences are
+    paired replicates).
     """
     names = list(ranks)
     h = np.column_stack([hits(ranks[m]) for m in names])
@@ -482,12 +486,12 @@ def model_summary(
                 "mrr_at_10": float(reciprocal_ranks(ranks[m]).mean()),
             }
         )
-    return pd.DataFrame(rows), reps
+    return pd.DataFrame(rows), pd.DataFrame(reps, columns=names)
 
 
 def pairwise_comparisons(
     ranks: Mapping[str, np.ndarray],
-    replicates: np.ndarray | None = None,
+    replicates: pd.DataFrame | None = None,
     n_resamples: int = 10_000,
     level: float = 0.95,
     alpha: float = 0.05,
@@ -496,21 +500,26 @@ def pairwise_comparisons(
     """All pairs of models: McNemar and Wilcoxon p-values (raw and Holm), CI and effect sizes.
 
     Each row compares ``model_a`` with ``model_b`` (differences are a - b, pairs in the order
-    of ``ranks``). ``replicates`` are paired bootstrap HR@10 replicates with one column per model
-    (as returned by :func:`model_summary`); drawn here when not given.
+    of ``ranks``). ``replicates`` are paired bootstrap HR@10 replicates with a column per model
+    (as returned by :func:`model_summary`; extra columns are ignored); drawn here when not given.
     """
     names = list(ranks)
     if len(names) < 2:
         raise ValueError("need at least two models to compare")
     if replicates is None:
         h = np.column_stack([hits(ranks[m]) for m in names])
-        replicates = bootstrap_means(h, n_resamples=n_resamples, seed=seed)
+        reps = bootstrap_means(h, n_resamples=n_resamples, seed=seed)
+    else:
+        missing = [m for m in names if m not in replicates.columns]
+        if missing:
+            raise KeyError(f"replicates have no column for {missing}")
+        reps = replicates[names].to_numpy()
     rows = []
     for i, j in combinations(range(len(names)), 2):
         a, b = names[i], names[j]
         mc = mcnemar_exact(hits(ranks[a]), hits(ranks[b]))
         wx = wilcoxon_paired(reciprocal_ranks(ranks[a]), reciprocal_ranks(ranks[b]))
-        lo, hi = percentile_ci(replicates[:, i] - replicates[:, j], level)
+        lo, hi = percentile_ci(reps[:, i] - reps[:, j], level)
         rows.append(
             {
                 "model_a": a,
@@ -547,14 +556,15 @@ def find_pair(table: pd.DataFrame, a: str, b: str) -> dict[str, Any]:
         **d,
         "model_a": a,
         "model_b": b,
-        "hr_diff": -d["hr_diff"],
-        "ci_low": -d["ci_high"],
-        "ci_high": -d["ci_low"],
+        # 0.0 - x, not -x: a zero stays 0.0 instead of printing as -0.0
+        "hr_diff": 0.0 - d["hr_diff"],
+        "ci_low": 0.0 - d["ci_high"],
+        "ci_high": 0.0 - d["ci_low"],
         "n_a_only": d["n_b_only"],
         "n_b_only": d["n_a_only"],
         "odds_ratio": (1 / d["odds_ratio"]) if d["odds_ratio"] else math.inf,
-        "cohens_g": -d["cohens_g"],
-        "rank_biserial": -d["rank_biserial"],
+        "cohens_g": 0.0 - d["cohens_g"],
+        "rank_biserial": 0.0 - d["rank_biserial"],
     }
 
 
@@ -571,7 +581,7 @@ def better_of(ranks: Mapping[str, np.ndarray], candidates: Sequence[str]) -> str
 
 
 def comparison_verdict(ci_low: float, ci_high: float, pvalue: float, alpha: float = 0.05) -> str:
-    """"better than", "worse than" or "not distinguishable from", for a difference a - b.
+    """ "better than", "worse than" or "not distinguishable from", for a difference a - b.
 
     A verdict needs both the test (p < alpha) and the interval (excluding 0) to agree.
     """
@@ -586,14 +596,14 @@ def comparison_verdict(ci_low: float, ci_high: float, pvalue: float, alpha: floa
 
 
 def significance_word(pvalue: float | None, alpha: float = 0.05) -> str:
-    """"significant" or "not significant" at level ``alpha`` (NaN/None counts as not significant)."""
+    """ "significant" or "not significant" at level ``alpha`` (NaN/None counts as not significant)."""
     if pvalue is None or math.isnan(pvalue):
         return "not significant"
     return "significant" if pvalue < alpha else "not significant"
 
 
 def rate_vs_nominal(count: int, n: int, nominal: float = 0.05, alpha: float = 0.01) -> str:
-    """"above", "below" or "close to": a rejection rate ``count / n`` against the nominal rate."""
+    """ "above", "below" or "close to": a rejection rate ``count / n`` against the nominal rate."""
     if n <= 0:
         raise ValueError("need at least one repetition")
     if sps.binomtest(count, n, nominal, alternative="greater").pvalue < alpha:
@@ -615,6 +625,10 @@ def format_pvalue(p: float | None) -> str:
 # ----------------------------------------------------------------------------------- simulation
 
 
+STUDY_METHOD = "study's subsample t-test"
+MCNEMAR_METHOD = "exact McNemar (paired)"
+
+
 @dataclass(frozen=True)
 class SimulationResult:
     """The study's procedure on two models of equal true HR@10, repeated ``n_reps`` times.
@@ -628,6 +642,23 @@ class SimulationResult:
     pvalues_mcnemar: np.ndarray
     n_subsamples_main: int
 
+    @property
+    def n_reps(self) -> int:
+        """Number of repetitions."""
+        return int(self.pvalues_mcnemar.size)
+
+    @property
+    def rejections_study(self) -> int:
+        """Rejections of the study's test at ``n_subsamples_main`` subsamples."""
+        t = self.table
+        row = t[(t["method"] == STUDY_METHOD) & (t["n_subsamples"] == self.n_subsamples_main)]
+        return int(row["rejections"].iloc[0])
+
+    @property
+    def rejections_mcnemar(self) -> int:
+        """Rejections of the exact McNemar test."""
+        return int(self.table.loc[self.table["method"] == MCNEMAR_METHOD, "rejections"].iloc[0])
+
 
 def correlated_hits(
     n: int, hit_rate: float, correlation: float, rng: np.random.Generator, size: int = 1
@@ -638,7 +669,9 @@ def correlated_hits(
     have the same true HR and their phi coefficient is ``correlation``.
     """
     if not 0 <= hit_rate <= 1 or not 0 <= correlation <= 1:
-        raise ValueError(f"hit_rate and correlation must lie in [0, 1], got {hit_rate}, {correlation}")
+        raise ValueError(
+            f"hit_rate and correlation must lie in [0, 1], got {hit_rate}, {correlation}"
+        )
     a = rng.random((size, n)) < hit_rate
     own = rng.random((size, n)) < hit_rate
     copy = rng.random((size, n)) < correlation
@@ -684,7 +717,7 @@ def simulate_study_false_positives(
         rej = int(np.count_nonzero(p < alpha))
         rows.append(
             {
-                "method": "study's subsample t-test",
+                "method": STUDY_METHOD,
                 "n_subsamples": s,
                 "rejections": rej,
                 "n_reps": n_reps,
@@ -699,7 +732,7 @@ def simulate_study_false_positives(
     rej = int(np.count_nonzero(p_mc < alpha))
     rows.append(
         {
-            "method": "exact McNemar (paired)",
+            "method": MCNEMAR_METHOD,
             "n_subsamples": 0,
             "rejections": rej,
             "n_reps": n_reps,
@@ -748,3 +781,40 @@ def results_summary(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     if not rows:
         raise ValueError("no model HR@10 found in the results of chapters 02 and 04")
     return pd.DataFrame(rows)
+
+
+def pair_record(
+    row: Mapping[str, Any], prefix: str, alpha: float = 0.05, use_holm: bool = True
+) -> dict[str, Any]:
+    """Flat results-JSON entries of one comparison (a row of :func:`pairwise_comparisons`).
+
+    Keys ``<prefix>_hr_diff, _ci_low, _ci_high, _pvalue, _pvalue_holm, _pvalue_text, _verdict``; the
+    verdict (see :func:`comparison_verdict`) uses the Holm-adjusted p-value unless ``use_holm`` is
+    False (a single comparison fixed in advance).
+    """
+    p = float(row["mcnemar_p_holm"] if use_holm else row["mcnemar_p"])
+    return {
+        f"{prefix}_model_a": row["model_a"],
+        f"{prefix}_model_b": row["model_b"],
+        f"{prefix}_hr_diff": float(row["hr_diff"]),
+        f"{prefix}_ci_low": float(row["ci_low"]),
+        f"{prefix}_ci_high": float(row["ci_high"]),
+        f"{prefix}_pvalue": float(row["mcnemar_p"]),
+        f"{prefix}_pvalue_holm": float(row["mcnemar_p_holm"]),
+        f"{prefix}_pvalue_text": format_pvalue(p),
+        f"{prefix}_verdict": comparison_verdict(row["ci_low"], row["ci_high"], p, alpha),
+    }
+
+
+def model_record(summary: pd.DataFrame) -> dict[str, float]:
+    """Flat results-JSON entries of each model's intervals (rows of :func:`model_summary`).
+
+    Keys ``hr_ci_low_<model>, hr_ci_high_<model>, wilson_low_<model>, wilson_high_<model>``.
+    """
+    out: dict[str, float] = {}
+    for _, r in summary.iterrows():
+        out[f"hr_ci_low_{r['model']}"] = float(r["ci_low"])
+        out[f"hr_ci_high_{r['model']}"] = float(r["ci_high"])
+        out[f"wilson_low_{r['model']}"] = float(r["wilson_low"])
+        out[f"wilson_high_{r['model']}"] = float(r["wilson_high"])
+    return out

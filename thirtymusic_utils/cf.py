@@ -1,0 +1,1102 @@
+"""User-based collaborative filtering as the study ran it, as it wrote it, and corrected, on all users.
+
+The pieces, in the order chapter 02 uses them:
+
+* ``holdout_split``: the study's protocol. Users in id order (matrix rows); a user with more than
+  ``min_artists`` distinct artists becomes a test user while ``count < test_share * n_users`` before
+  adding them; one of their artists at play-count ranks 2..6 (descending counts, ties by lower column)
+  is chosen uniformly and removed from the training matrix.
+* ``weight_matrix``: the input weighting: ``minmax`` (scikit-learn ``MinMaxScaler`` semantics per artist
+  column, implicit zeros included, as the study), ``log1p`` or ``binary``.
+* ``topk_neighbours``: cosine top-k between users by blockwise sparse products, never a dense users x
+  users matrix. The most popular artist columns go through a dense BLAS product, the long tail through
+  sparse products; the per-row selection is a partial sort with exact tie handling.
+* ``aggregate_scores``: the three aggregations of the neighbours' raw count rows: ``seed_as_run``
+  (unweighted sum: the study's weighting line discarded its result), ``seed_as_written``
+  (``1 - minmax(similarity)`` weights, which give the most similar neighbour weight 0) and
+  ``weighted`` (cosine-similarity weights).
+* ``recommend_top_n`` / ``popularity_top_n``: top-n unheard artists with positive score.
+* metrics (re-exported from ``metrics``), tuning on a validation hold-out, per-user outcomes, and the
+  benchmark bodies that ``make bench`` calls.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.linalg.blas import sgemm
+from tqdm import tqdm
+
+from .metrics import (
+    catalogue_coverage,
+    hit_ranks,
+    hr_at_k,
+    hr_by_activity,
+    mean_popularity,
+    mrr_at_k,
+    ndcg_at_k,
+    ranking_metrics,
+)
+from .paths import artifacts_dir, build_path
+
+__all__ = [
+    "AGGREGATIONS",
+    "MODELS",
+    "STUDY_HR_AT_10",
+    "STUDY_K",
+    "TUNING_GRIDS",
+    "WEIGHTINGS",
+    "Split",
+    "aggregate_scores",
+    "bench_evaluate_hr10",
+    "bench_knn_all_users",
+    "bench_matrix",
+    "bench_ours_10k",
+    "bench_seed_dense_10k",
+    "best_setting",
+    "catalogue_coverage",
+    "cf_top_n",
+    "evaluation_table",
+    "extract_users",
+    "hit_ranks",
+    "holdout_split",
+    "hr_at_k",
+    "hr_by_activity",
+    "load_outcomes",
+    "load_split",
+    "mean_popularity",
+    "minmax_columns",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "neighbour_weights",
+    "ours_top_n",
+    "outcomes_frame",
+    "peak_rss_mb",
+    "popularity",
+    "popularity_top_n",
+    "ranking_metrics",
+    "recommend_top_n",
+    "recommendation_table",
+    "save_outcomes",
+    "save_split",
+    "seed_dense_top_n",
+    "similar_artists",
+    "topk_neighbours",
+    "tune_knn",
+    "user_neighbours",
+    "weight_matrix",
+]
+
+WEIGHTINGS = ("minmax", "log1p", "binary")
+STUDY_HR_AT_10 = 0.065  # the study's reported HR@10 of its user-kNN (its own 10,000-user extract)
+STUDY_K = 30
+# the validation grid of k per profile ("tiny" must run in seconds)
+TUNING_GRIDS = {
+    "tiny": (5, 10, 20),
+    "default": (10, 20, 30, 50, 100, 200, 300),
+    "full": (10, 20, 30, 50, 100, 200, 300),
+}
+AGGREGATIONS = ("seed_as_run", "seed_as_written", "weighted")
+# the columns of outcomes_02.csv after user_id, artist_id (chapter 05 reads them)
+MODELS = ("popularity", "cf_seed", "cf_seed_as_written", "cf_weighted", "cf_tuned")
+SPLIT_FILE = "split.npz"
+OUTCOMES_FILE = "outcomes_02.csv"
+DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of block temporaries in topk_neighbours (all workers)
+
+_LOW32 = np.int64(0xFFFFFFFF)
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+
+
+def _as_csr(matrix: sp.spmatrix | sp.sparray, name: str = "counts") -> sp.csr_matrix:
+    """A canonical CSR copy (sorted indices, duplicates summed, no explicit zeros)."""
+    if not sp.issparse(matrix):
+        raise TypeError(
+            f"{name} must be a scipy.sparse matrix (users x artists), got {type(matrix).__name__}"
+        )
+    if matrix.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {matrix.shape}")
+    m = sp.csr_matrix(matrix, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+def _as_counts(counts: sp.spmatrix | sp.sparray, name: str = "counts") -> sp.csr_matrix:
+    m = _as_csr(counts, name)
+    if not np.issubdtype(m.dtype, np.integer):
+        if len(m.data) and not np.all(m.data == np.round(m.data)):
+            raise ValueError(
+                f"{name} must hold integer play counts, got dtype {m.dtype} with fractions"
+            )
+    if len(m.data) and m.data.min() < 0:
+        raise ValueError(f"{name} must hold non-negative play counts, found {m.data.min()}")
+    return m.astype(np.int64)
+
+
+def _as_rows(rows: Iterable[int] | np.ndarray, n: int, name: str = "rows") -> np.ndarray:
+    r = np.asarray(rows, dtype=np.int64).ravel()
+    if len(r) and (r.min() < 0 or r.max() >= n):
+        raise ValueError(
+            f"{name} must be row indices in [0, {n}), got values in [{r.min()}, {r.max()}]"
+        )
+    return r
+
+
+# --------------------------------------------------------------------------------------------------
+# the hold-out split
+
+
+@dataclass
+class Split:
+    """The study's hold-out: a training matrix and one hidden (row, column) pair per test user.
+
+    ``train`` is ``counts`` with exactly the hidden cells removed (int64 CSR, no explicit zeros);
+    ``test_rows`` ascend; ``hidden_cols[i]`` was at play-count rank ``hidden_rank[i]`` of row
+    ``test_rows[i]``.
+    """
+
+    train: sp.csr_matrix
+    test_rows: np.ndarray
+    hidden_cols: np.ndarray
+    hidden_rank: np.ndarray
+
+    @property
+    def n_test(self) -> int:
+        """Number of test users."""
+        return len(self.test_rows)
+
+
+def _share(test_share: float) -> Fraction:
+    if not 0 <= test_share <= 1:
+        raise ValueError(f"test_share must be within [0, 1], got {test_share}")
+    return Fraction(test_share).limit_denominator(1_000_000)
+
+
+def holdout_split(
+    counts: sp.csr_matrix,
+    seed: int,
+    *,
+    min_artists: int = 10,
+    test_share: float = 0.3,
+    ranks: tuple[int, int] = (2, 6),
+    candidate_rows: np.ndarray | None = None,
+) -> Split:
+    """The study's hold-out split (see the module docstring); every random choice from ``seed``.
+
+    Candidates are the rows of ``counts`` (or only ``candidate_rows``) in ascending order; the cap is
+    ``test_share`` of the number of candidates: a user is added while ``count < test_share * n``.
+    ``ranks`` is the inclusive range of play-count ranks to hide from (rank 1 is the top artist).
+    """
+    c = _as_counts(counts)
+    n_rows = c.shape[0]
+    lo, hi = int(ranks[0]), int(ranks[1])
+    if not 1 <= lo <= hi:
+        raise ValueError(f"ranks must be (lo, hi) with 1 <= lo <= hi, got {ranks}")
+    if hi > min_artists + 1:
+        raise ValueError(
+            f"ranks {ranks} reach beyond what a test user is sure to have (more than {min_artists} artists)"
+        )
+    share = _share(test_share)
+    if candidate_rows is None:
+        candidates = np.arange(n_rows, dtype=np.int64)
+    else:
+        candidates = np.unique(_as_rows(candidate_rows, n_rows, "candidate_rows"))
+    n_users = len(candidates)
+    # users are added while count * den < num * n_users: that is ceil(num * n_users / den) of them
+    cap = -(-share.numerator * n_users // share.denominator)
+    nnz = np.diff(c.indptr)
+    eligible = candidates[nnz[candidates] > min_artists]
+    test_rows = eligible[:cap]
+    rng = np.random.default_rng(seed)
+    hidden_rank = rng.integers(lo, hi + 1, size=len(test_rows)).astype(np.int64)
+    hidden_cols = np.empty(len(test_rows), dtype=np.int64)
+    positions = np.empty(len(test_rows), dtype=np.int64)
+    for i, (r, rank) in enumerate(zip(test_rows, hidden_rank, strict=True)):
+        start, end = c.indptr[r], c.indptr[r + 1]
+        # stable sort of descending counts: ties keep ascending column (= artist id) order
+        pos = np.argsort(-c.data[start:end], kind="stable")[rank - 1]
+        positions[i] = start + pos
+        hidden_cols[i] = c.indices[start + pos]
+    train = c.copy()
+    train.data[positions] = 0
+    train.eliminate_zeros()
+    return Split(train, test_rows.astype(np.int64), hidden_cols, hidden_rank)
+
+
+def save_split(split: Split, build_dir: str | os.PathLike | None, name: str = SPLIT_FILE) -> Path:
+    """Write the split to ``BUILD_DIR/artifacts/split.npz`` (or ``name``)."""
+    path = artifacts_dir(build_dir) / name
+    t = split.train
+    np.savez_compressed(
+        path,
+        data=t.data,
+        indices=t.indices,
+        indptr=t.indptr,
+        shape=np.asarray(t.shape, dtype=np.int64),
+        test_rows=split.test_rows,
+        hidden_cols=split.hidden_cols,
+        hidden_rank=split.hidden_rank,
+    )
+    return path
+
+
+def load_split(build_dir: str | os.PathLike | None, name: str = SPLIT_FILE) -> Split:
+    """Read the split written by chapter 02 (``save_split``)."""
+    path = build_path(build_dir) / "artifacts" / name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: execute notebooks/02_collaborative_filtering.ipynb first"
+        )
+    with np.load(path) as z:
+        train = sp.csr_matrix(
+            (z["data"], z["indices"], z["indptr"]), shape=tuple(int(s) for s in z["shape"])
+        )
+        return Split(
+            train,
+            z["test_rows"].astype(np.int64),
+            z["hidden_cols"].astype(np.int64),
+            z["hidden_rank"].astype(np.int64),
+        )
+
+
+def extract_users(matrix, max_users: int = 0):
+    """The first ``max_users`` users (by id) of a ``UserArtistMatrix``, as the study's extract; 0 = all.
+
+    Columns are kept as they are (an artist nobody in the extract played is an empty column).
+    """
+    if max_users < 0:
+        raise ValueError(f"max_users must be >= 0 (0 = all users), got {max_users}")
+    if max_users == 0 or max_users >= matrix.shape[0]:
+        return matrix
+    return type(matrix)(
+        matrix.counts[:max_users].tocsr(),
+        matrix.user_ids[:max_users],
+        matrix.artist_ids,
+        matrix.artist_names,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# input weighting
+
+
+def minmax_columns(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """Scale each column to [0, 1] as scikit-learn's ``MinMaxScaler`` on the dense matrix would.
+
+    The column minimum counts the implicit zeros (it is 0 unless every row has the artist); a
+    constant column becomes all zeros (the scaler replaces a zero range by 1). float64 CSR.
+    """
+    c = _as_csr(counts).astype(np.float64)
+    n = c.shape[0]
+    col_nnz = np.bincount(c.indices, minlength=c.shape[1])
+    col_max = np.zeros(c.shape[1])
+    col_min = np.zeros(c.shape[1])
+    if c.nnz:
+        csc = c.tocsc()
+        nonempty = np.flatnonzero(np.diff(csc.indptr) > 0)
+        starts = csc.indptr[nonempty]
+        col_max[nonempty] = np.maximum.reduceat(csc.data, starts)
+        full = col_nnz == n  # no implicit zero in the column
+        col_min[nonempty] = np.minimum.reduceat(csc.data, starts)
+        col_min[~full] = 0.0
+    rng = col_max - col_min
+    rng[rng == 0] = 1.0
+    out = c.copy()
+    out.data = (out.data - col_min[out.indices]) / rng[out.indices]
+    out.eliminate_zeros()
+    return out
+
+
+def weight_matrix(counts: sp.csr_matrix, weighting: str = "minmax") -> sp.csr_matrix:
+    """The users' input vectors for cosine similarity: ``minmax``, ``log1p`` or ``binary`` (float32)."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    c = _as_counts(counts)
+    if weighting == "minmax":
+        out = minmax_columns(c)
+    else:
+        out = c.astype(np.float64)
+        out.data = np.log1p(out.data) if weighting == "log1p" else np.ones_like(out.data)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# top-k neighbours
+
+
+def _l2_rows(X: sp.csr_matrix) -> sp.csr_matrix:
+    """Rows scaled to unit L2 norm (float32); all-zero rows stay zero."""
+    Xf = X.astype(np.float32, copy=True)
+    sq = np.bincount(
+        np.repeat(np.arange(Xf.shape[0]), np.diff(Xf.indptr)),
+        weights=Xf.data.astype(np.float64) ** 2,
+        minlength=Xf.shape[0],
+    )
+    norm = np.sqrt(sq)
+    norm[norm == 0] = 1.0
+    Xf.data = (Xf.data / np.repeat(norm, np.diff(Xf.indptr))).astype(np.float32)
+    return Xf
+
+
+@dataclass
+class _Parts:
+    """Normalised rows split by column: a dense head of popular artists and a sparse tail."""
+
+    head: np.ndarray  # (n, H) float32, C order
+    tail: sp.csr_matrix  # (n, A) float32 without the head entries
+    suffixes: list[tuple[int, sp.csr_matrix]]  # (lo, tail[lo:].T as CSR), lo ascending from 0
+
+
+def _split_columns(
+    Xn: sp.csr_matrix, head_columns: int | None, budget: int, starts: Sequence[int]
+) -> _Parts:
+    """Split the columns of ``Xn`` and transpose the tail from each of ``starts`` on."""
+    n, n_cols = Xn.shape
+    col_nnz = np.bincount(Xn.indices, minlength=n_cols)
+    if head_columns is None:
+        # a column is worth a dense pass when enough users share it: dense costs one multiply-add
+        # per user pair and column, sparse a scattered update per pair of its listeners
+        h = int((col_nnz >= max(64, n // 32)).sum())
+        h = min(h, 4096, max(0, budget // (8 * max(n, 1))))
+    else:
+        h = min(int(head_columns), n_cols)
+    order = np.argsort(-col_nnz, kind="stable")[:h]
+    head_cols = np.sort(order[col_nnz[order] > 0])
+    h = len(head_cols)
+    pos = np.full(n_cols, -1, dtype=np.int64)
+    pos[head_cols] = np.arange(h)
+    row_of = np.repeat(np.arange(n), np.diff(Xn.indptr))
+    in_head = pos[Xn.indices] >= 0
+    head = np.zeros((n, h), dtype=np.float32)
+    head[row_of[in_head], pos[Xn.indices[in_head]]] = Xn.data[in_head]
+    keep = ~in_head
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of[keep], minlength=n), out=indptr[1:])
+    tail = sp.csr_matrix((Xn.data[keep], Xn.indices[keep], indptr), shape=(n, n_cols))
+    suffixes = [(int(lo), tail[int(lo) :].T.tocsr()) for lo in starts] if tail.nnz else []
+    return _Parts(head, tail, suffixes)
+
+
+def _sims(parts: _Parts, q: np.ndarray, col0: int) -> np.ndarray:
+    """Cosine of users ``q`` against users ``col0..n-1`` as a dense float32 block."""
+    lo, T = col0, None
+    for s_lo, s_T in parts.suffixes:  # the latest transposed suffix that covers col0
+        if s_lo <= col0:
+            lo, T = s_lo, s_T
+    n, h = parts.head.shape
+    D = None
+    if T is not None:
+        Xq = parts.tail[q]
+        if Xq.nnz:
+            D = (Xq @ T).toarray()  # the sparse tail, dense: (len(q), n - lo) float32, C order
+    if D is None:
+        D = np.zeros((len(q), n - lo), dtype=np.float32)
+    if h:
+        # D += head[q] @ head[lo:].T in place: as Fortran arrays, D.T (n-lo x q) += op(A) @ B
+        out = sgemm(
+            1.0, parts.head[lo:].T, parts.head[q].T, beta=1.0, c=D.T, trans_a=1, overwrite_c=1
+        )
+        if not np.shares_memory(out, D):  # pragma: no cover - f2py copies only unexpected layouts
+            D = np.ascontiguousarray(out.T)
+    return D[:, col0 - lo :]
+
+
+def _encode(vals: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """int64 keys ordered as (similarity desc, id asc); -1 for non-positive similarities."""
+    v = np.ascontiguousarray(vals, dtype=np.float32)
+    keys = (v.view(np.int32).astype(np.int64) << 32) | (_LOW32 - ids.astype(np.int64))
+    keys[~(v > 0)] = -1
+    return keys
+
+
+def _decode(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    valid = keys >= 0
+    idx = np.where(valid, _LOW32 - (keys & _LOW32), -1).astype(np.int64)
+    bits = np.where(valid, keys >> 32, 0).astype(np.int32)
+    return idx, bits.view(np.float32).copy()
+
+
+def _top_keys(D: np.ndarray, kk: int, offset: int, sub: int = 64) -> np.ndarray:
+    """Per row of ``D``, the keys of its ``kk`` best positive entries (column j has id offset + j).
+
+    Exact: entries tied with the kk-th value are taken in ascending id order. Returns (m, kk)
+    int64, padded with -1, unsorted within a row.
+    """
+    m, N = D.shape
+    out = np.full((m, kk), -1, dtype=np.int64)
+    take = min(kk, N)
+    if take == 0:
+        return out
+    for s in range(0, m, sub):
+        Ds = D[s : s + sub]
+        if take < N:
+            part = np.argpartition(Ds, N - take, axis=1)[:, N - take :]
+            vals = np.take_along_axis(Ds, part, axis=1)
+            t = vals.min(axis=1)
+            crossing = (t > 0) & ((Ds >= t[:, None]).sum(axis=1) > take)
+            for r in np.flatnonzero(crossing):  # ties at the boundary: lowest ids win
+                row = Ds[r]
+                gt = np.flatnonzero(row > t[r])
+                eq = np.flatnonzero(row == t[r])[: take - len(gt)]
+                part[r] = np.concatenate([gt, eq])
+                vals[r] = row[part[r]]
+        else:
+            part = np.broadcast_to(np.arange(N), Ds.shape)
+            vals = Ds
+        out[s : s + len(Ds), :take] = _encode(vals, part + offset)
+    return out
+
+
+def _merge(a: np.ndarray, b: np.ndarray, kk: int) -> np.ndarray:
+    """The kk largest keys of each row of ``a`` and ``b`` together, sorted descending."""
+    both = np.concatenate([a, b], axis=1)
+    both.sort(axis=1)
+    return both[:, ::-1][:, :kk]
+
+
+def _auto_block_rows(n: int, workers: int, budget: int) -> int:
+    # per block row: the dense block (4 B per user), a transposed copy for the symmetric pass and
+    # the sparse product of one chunk (about 12 B per user when dense-ish)
+    per_row = 24 * max(n, 1)
+    b = budget // (max(workers, 1) * per_row)
+    return int(min(max(b, 16), 4096))
+
+
+def topk_neighbours(
+    X: sp.csr_matrix,
+    k: int,
+    *,
+    rows: np.ndarray | None = None,
+    block_rows: int | None = None,
+    progress: bool = False,
+    workers: int | None = None,
+    head_columns: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    n_suffixes: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most cosine-similar rows of ``X`` for each of ``rows`` (all rows when None).
+
+    Returns ``(idx, sim)``: int64 ``[n_rows, k]`` row indices padded with -1, and float32
+    similarities padded with 0, sorted by similarity descending, ties by lower index. A row is
+    never its own neighbour and rows with zero (or negative) similarity are not neighbours.
+
+    Rows are L2-normalised in float32 and processed in blocks of ``block_rows`` (chosen from
+    ``memory_budget`` when None) by ``workers`` threads: ``block @ X.T`` as a dense BLAS product
+    over the popular columns (``head_columns`` of them; chosen by a cost model when None) plus
+    sparse products over the rest, then a per-row partial sort. With ``rows=None`` each pair is
+    computed once (block against later users only) and offered to both users; the sparse tail is
+    transposed from ``n_suffixes`` evenly spaced block starts on (memory against wasted work).
+    """
+    if not sp.issparse(X):
+        raise TypeError(f"X must be a scipy.sparse matrix, got {type(X).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    X = sp.csr_matrix(X)
+    n = X.shape[0]
+    symmetric = rows is None
+    queries = np.arange(n, dtype=np.int64) if symmetric else _as_rows(rows, n)
+    m_all = len(queries)
+    idx_out = np.full((m_all, k), -1, dtype=np.int64)
+    sim_out = np.zeros((m_all, k), dtype=np.float32)
+    kk = min(k, n - 1)
+    if kk <= 0 or m_all == 0:
+        return idx_out, sim_out
+    workers = workers or min(4, os.cpu_count() or 1)
+    B = int(block_rows) if block_rows else _auto_block_rows(n, workers, memory_budget)
+    if B < 1:
+        raise ValueError(f"block_rows must be positive, got {block_rows}")
+    Xn = _l2_rows(_as_csr(X, "X"))
+    starts = list(range(0, m_all, B))
+    # symmetric: the tail is transposed from a few block starts on; a block uses the latest one
+    n_suffix = min(len(starts), max(1, int(n_suffixes))) if symmetric else 1
+    suffix_starts = sorted({starts[(i * len(starts)) // n_suffix] for i in range(n_suffix)})
+    parts = _split_columns(Xn, head_columns, memory_budget, suffix_starts)
+    out_keys = np.full((m_all, kk), -1, dtype=np.int64)
+
+    def work(start: int):
+        q = queries[start : start + B]
+        if symmetric:
+            a, m = int(q[0]), len(q)
+            D = _sims(parts, q, a)
+            D[np.arange(m), np.arange(m)] = -1.0  # self
+            row_keys = _top_keys(D, kk, a)
+            later = np.ascontiguousarray(D[:, m:].T)  # users a+m.. as rows, block users as columns
+            col_keys = _top_keys(later, min(kk, m), a) if later.size else None
+            return start, row_keys, col_keys
+        D = _sims(parts, q, 0)
+        D[np.arange(len(q)), q] = -1.0  # self
+        return start, _top_keys(D, kk, 0), None
+
+    buffer = np.full((n, kk), -1, dtype=np.int64) if symmetric else None
+    bar = tqdm(total=m_all, desc="neighbours", unit="user", disable=not progress, leave=False)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        todo = iter(starts)
+        for s in todo:
+            pending.append(pool.submit(work, s))
+            if len(pending) > workers:
+                break
+        while pending:
+            start, row_keys, col_keys = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(work, nxt))
+            m = len(row_keys)
+            if symmetric:
+                out_keys[start : start + m] = _merge(buffer[start : start + m], row_keys, kk)
+                if col_keys is not None:
+                    later = buffer[start + m :]
+                    upd = np.flatnonzero(col_keys.max(axis=1) > later[:, -1])
+                    if len(upd):
+                        later[upd] = _merge(later[upd], col_keys[upd], kk)
+            else:
+                out_keys[start : start + m] = _merge(row_keys, row_keys[:, :0], kk)
+            bar.update(m)
+    bar.close()
+    idx, sim = _decode(out_keys)
+    idx_out[:, :kk] = idx
+    sim_out[:, :kk] = sim
+    return idx_out, sim_out
+
+
+def user_neighbours(
+    train: sp.csr_matrix,
+    k: int,
+    *,
+    weighting: str = "minmax",
+    rows: np.ndarray | None = None,
+    progress: bool = False,
+    **kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``topk_neighbours`` of ``rows`` on the training matrix weighted by ``weighting``."""
+    return topk_neighbours(
+        weight_matrix(train, weighting), k, rows=rows, progress=progress, **kwargs
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# aggregation and recommendation
+
+
+def neighbour_weights(sim: np.ndarray, idx: np.ndarray, aggregation: str) -> np.ndarray:
+    """Weight of each neighbour's count row under ``aggregation`` (0 for padding).
+
+    ``seed_as_run``: 1 each. ``seed_as_written``: ``1 - minmax(sim)`` over the user's neighbours
+    (MinMaxScaler semantics: a constant list scales to 0, so every weight is 1). ``weighted``: sim.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    sim = np.asarray(sim, dtype=np.float64)
+    valid = np.asarray(idx) >= 0
+    if sim.shape != valid.shape:
+        raise ValueError(f"sim and idx must have the same shape, got {sim.shape} and {valid.shape}")
+    if aggregation == "seed_as_run":
+        w = np.ones_like(sim)
+    elif aggregation == "weighted":
+        w = sim.copy()
+    else:
+        lo = np.where(valid, sim, np.inf).min(axis=1, initial=np.inf)[:, None]
+        hi = np.where(valid, sim, -np.inf).max(axis=1, initial=-np.inf)[:, None]
+        rng = hi - lo
+        rng = np.where(np.isfinite(rng) & (rng > 0), rng, 1.0)
+        scaled = np.where(valid, (sim - np.where(np.isfinite(lo), lo, 0.0)) / rng, 0.0)
+        w = 1.0 - scaled
+    return np.where(valid, w, 0.0)
+
+
+def aggregate_scores(
+    idx: np.ndarray, sim: np.ndarray, counts: sp.csr_matrix, aggregation: str
+) -> sp.csr_matrix:
+    """Scores ``[n_rows, n_artists]``: the neighbours' raw count rows summed with their weights."""
+    counts = sp.csr_matrix(counts)
+    idx = np.asarray(idx, dtype=np.int64)
+    w = neighbour_weights(sim, idx, aggregation)
+    valid = idx >= 0
+    if valid.any() and idx[valid].max() >= counts.shape[0]:
+        raise ValueError(
+            f"neighbour indices reach {idx[valid].max()}, counts has {counts.shape[0]} rows"
+        )
+    m = idx.shape[0]
+    W = sp.csr_matrix(
+        (w[valid], idx[valid], np.concatenate([[0], np.cumsum(valid.sum(axis=1))])),
+        shape=(m, counts.shape[0]),
+    )
+    return (W @ counts.astype(np.float64)).tocsr()
+
+
+def _top_n_row(vals: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` columns of highest positive value, ties by lower column, as a -1 padded row."""
+    out = np.full(n, -1, dtype=np.int64)
+    pos = vals > 0
+    vals, cols = vals[pos], cols[pos]
+    if len(vals) > n:
+        t = np.partition(vals, len(vals) - n)[len(vals) - n]
+        keep = vals >= t
+        vals, cols = vals[keep], cols[keep]
+    order = np.lexsort((cols, -vals))[:n]
+    out[: len(order)] = cols[order]
+    return out
+
+
+def recommend_top_n(
+    scores: sp.csr_matrix | np.ndarray, exclude: sp.csr_matrix, n: int = 10
+) -> np.ndarray:
+    """Top ``n`` columns per row by score, skipping cells present in ``exclude`` (heard artists).
+
+    Only positive scores are recommended; ties go to the lower column. Returns int64 ``[rows, n]``
+    padded with -1. ``scores`` may be sparse or dense; ``exclude`` has the same shape.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    ex = sp.csr_matrix(exclude)
+    if ex.shape != scores.shape:
+        raise ValueError(f"exclude must have the shape of scores {scores.shape}, got {ex.shape}")
+    ex.sum_duplicates()
+    ex.sort_indices()
+    m = scores.shape[0]
+    out = np.full((m, n), -1, dtype=np.int64)
+    if sp.issparse(scores):
+        S = sp.csr_matrix(scores, dtype=np.float64, copy=True)
+        S.sum_duplicates()
+        heard = S.multiply(ex != 0).tocsr()
+        S = (S - heard).tocsr()
+        S.eliminate_zeros()
+        for r in range(m):
+            a, b = S.indptr[r], S.indptr[r + 1]
+            if b > a:
+                out[r] = _top_n_row(S.data[a:b], S.indices[a:b].astype(np.int64), n)
+        return out
+    S = np.array(scores, dtype=np.float64, copy=True)
+    if S.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got shape {S.shape}")
+    rr, cc = ex.nonzero()
+    S[rr, cc] = -np.inf
+    cols = np.arange(S.shape[1], dtype=np.int64)
+    for r in range(m):
+        out[r] = _top_n_row(S[r], cols, n)
+    return out
+
+
+def evaluation_table(
+    topn: dict[str, np.ndarray],
+    ranks: dict[str, np.ndarray],
+    n_items: int,
+    item_share: np.ndarray,
+    labels: dict[str, str] | None = None,
+    k: int = 10,
+) -> pd.DataFrame:
+    """One row per model: HR/NDCG/MRR@k, catalogue coverage and the mean ``item_share`` (e.g. share
+    of training users who played the artist) of its recommendations."""
+    labels = labels or {}
+    records = []
+    for model, top in topn.items():
+        m = ranking_metrics(ranks[model], k)
+        records.append(
+            {
+                "model": labels.get(model, model),
+                f"HR@{k}": m["hr"],
+                f"NDCG@{k}": m["ndcg"],
+                f"MRR@{k}": m["mrr"],
+                "coverage": catalogue_coverage(top, n_items),
+                "mean listener share": mean_popularity(top, item_share),
+            }
+        )
+    return pd.DataFrame(records).set_index("model")
+
+
+def popularity(train: sp.csr_matrix) -> np.ndarray:
+    """Number of training users who played each artist (int64)."""
+    t = sp.csr_matrix(train)
+    return np.bincount(t.indices[t.data != 0], minlength=t.shape[1]).astype(np.int64)
+
+
+def popularity_top_n(train: sp.csr_matrix, rows: np.ndarray, n: int = 10) -> np.ndarray:
+    """Most-popular baseline: the ``n`` artists with most training listeners that each user has not
+    heard (ties by lower column; artists nobody played are never recommended)."""
+    t = _as_csr(train, "train")
+    rows = _as_rows(rows, t.shape[0])
+    pop = popularity(t)
+    order = np.lexsort((np.arange(len(pop)), -pop))
+    order = order[pop[order] > 0]
+    out = np.full((len(rows), n), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        heard = t.indices[t.indptr[r] : t.indptr[r + 1]]
+        cand = order[: n + len(heard)]
+        cand = cand[~np.isin(cand, heard, assume_unique=True)][:n]
+        out[i, : len(cand)] = cand
+    return out
+
+
+def cf_top_n(
+    train: sp.csr_matrix,
+    rows: np.ndarray,
+    idx: np.ndarray,
+    sim: np.ndarray,
+    aggregation: str,
+    n: int = 10,
+    *,
+    block_rows: int = 1024,
+    progress: bool = False,
+) -> np.ndarray:
+    """Top-n recommendations of users ``rows`` from their neighbours ``(idx, sim)``, block by block.
+
+    Excludes what each user played in ``train``; memory is bounded by ``block_rows`` users' scores.
+    """
+    t = sp.csr_matrix(train)
+    rows = _as_rows(rows, t.shape[0])
+    if len(idx) != len(rows):
+        raise ValueError(f"idx must have one row per user in rows ({len(rows)}), got {len(idx)}")
+    out = np.full((len(rows), n), -1, dtype=np.int64)
+    for s in tqdm(
+        range(0, len(rows), block_rows), desc=aggregation, disable=not progress, leave=False
+    ):
+        e = s + block_rows
+        scores = aggregate_scores(idx[s:e], sim[s:e], t, aggregation)
+        out[s:e] = recommend_top_n(scores, t[rows[s:e]], n)
+    return out
+
+
+def recommendation_table(matrix, row: int, cols: np.ndarray, scores: sp.csr_matrix | None = None):
+    """A DataFrame of one user's recommendations with artist ids and names (and scores if given).
+
+    ``matrix`` is the ``UserArtistMatrix``; ``scores`` a 1 x n_artists sparse row of that user.
+    """
+    cols = np.asarray(cols, dtype=np.int64)
+    cols = cols[cols >= 0]
+    frame = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(cols) + 1),
+            "artist_id": matrix.artist_ids[cols],
+            "name": matrix.artist_names[cols],
+        }
+    )
+    if scores is not None:
+        frame["score"] = np.asarray(sp.csr_matrix(scores)[0, cols].todense()).ravel()
+    frame.attrs["user_id"] = int(matrix.user_ids[row])
+    return frame
+
+
+def similar_artists(
+    train: sp.csr_matrix, col: int | Sequence[int], n: int = 10, *, weighting: str = "binary"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` artists most cosine-similar to artist column ``col`` (over users, sparse).
+
+    Columns are the users' ``weighting`` vectors; the artist itself and artists with zero
+    similarity are left out; ties go to the lower column. Returns ``(cols int64, sims float64)``
+    padded with -1 / 0; 1-D for one column, 2-D for a list of columns.
+    """
+    W = weight_matrix(train, weighting).astype(np.float64).tocsc()
+    n_cols = W.shape[1]
+    one = np.ndim(col) == 0
+    targets = np.atleast_1d(np.asarray(col, dtype=np.int64))
+    if len(targets) and (targets.min() < 0 or targets.max() >= n_cols):
+        raise ValueError(f"col must be artist columns in [0, {n_cols}), got {targets}")
+    norms = np.sqrt(np.asarray(W.multiply(W).sum(axis=0)).ravel())
+    Wr = W.tocsr()
+    out_c = np.full((len(targets), n), -1, dtype=np.int64)
+    out_s = np.zeros((len(targets), n))
+    for i, j in enumerate(targets):
+        a, b = W.indptr[j], W.indptr[j + 1]
+        if b == a:
+            continue
+        users, vals = W.indices[a:b], W.data[a:b]
+        dots = np.asarray(Wr[users].T @ vals).ravel()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = np.where(norms > 0, dots / (norms * norms[j]), 0.0)
+        cos[j] = 0.0
+        top = _top_n_row(cos, np.arange(n_cols, dtype=np.int64), n)
+        out_c[i] = top
+        out_s[i, top >= 0] = cos[top[top >= 0]]
+    if one:
+        return out_c[0], out_s[0]
+    return out_c, out_s
+
+
+# --------------------------------------------------------------------------------------------------
+# tuning on a validation hold-out
+
+
+def tune_knn(
+    train: sp.csr_matrix,
+    rows: np.ndarray,
+    hidden_cols: np.ndarray,
+    *,
+    ks: Sequence[int] = (10, 20, 30, 50, 100, 200, 300),
+    weightings: Sequence[str] = WEIGHTINGS,
+    aggregation: str = "weighted",
+    n: int = 10,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """HR/NDCG/MRR@n of user-kNN for every (weighting, k) on a validation hold-out.
+
+    ``train`` must already lack the validation users' hidden cells. Neighbours are computed once per
+    weighting at the largest k; smaller k take the prefix of the sorted lists.
+    """
+    rows = _as_rows(rows, train.shape[0])
+    if len(rows) == 0:
+        raise ValueError(
+            "no validation users: carve a validation hold-out with holdout_split first"
+        )
+    ks = sorted({int(x) for x in ks})
+    if ks[0] < 1:
+        raise ValueError(f"ks must be positive, got {ks}")
+    records = []
+    for weighting in weightings:
+        idx, sim = user_neighbours(train, ks[-1], weighting=weighting, rows=rows, progress=progress)
+        for k in ks:
+            top = cf_top_n(train, rows, idx[:, :k], sim[:, :k], aggregation, n)
+            m = ranking_metrics(hit_ranks(top, hidden_cols), n)
+            records.append(
+                {
+                    "weighting": weighting,
+                    "k": k,
+                    f"hr_at_{n}": m["hr"],
+                    f"ndcg_at_{n}": m["ndcg"],
+                    f"mrr_at_{n}": m["mrr"],
+                    "n_users": len(rows),
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def best_setting(table: pd.DataFrame, n: int = 10) -> tuple[int, str]:
+    """The (k, weighting) with the highest HR@n; ties by NDCG@n, then smaller k, then WEIGHTINGS order."""
+    if table.empty:
+        raise ValueError("the tuning table is empty")
+    t = table.assign(
+        _w=[WEIGHTINGS.index(w) if w in WEIGHTINGS else 99 for w in table["weighting"]]
+    )
+    t = t.sort_values(
+        [f"hr_at_{n}", f"ndcg_at_{n}", "k", "_w"], ascending=[False, False, True, True]
+    )
+    best = t.iloc[0]
+    return int(best["k"]), str(best["weighting"])
+
+
+# --------------------------------------------------------------------------------------------------
+# per-user outcomes for chapter 05
+
+
+def outcomes_frame(
+    user_ids: np.ndarray, artist_ids: np.ndarray, split: Split, ranks: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """One row per test user: original ``user_id``, hidden ``artist_id`` and ``rank_<model>`` per model.
+
+    ``ranks`` maps each of ``MODELS`` to its hit ranks (0 = not in the top 10, else 1..10).
+    """
+    missing = [m for m in MODELS if m not in ranks]
+    if missing:
+        raise ValueError(f"ranks lacks models {missing}; expected all of {MODELS}")
+    frame = pd.DataFrame(
+        {
+            "user_id": np.asarray(user_ids, dtype=np.int64)[split.test_rows],
+            "artist_id": np.asarray(artist_ids, dtype=np.int64)[split.hidden_cols],
+        }
+    )
+    for model in MODELS:
+        r = np.asarray(ranks[model], dtype=np.int64)
+        if len(r) != split.n_test:
+            raise ValueError(
+                f"ranks[{model!r}] has {len(r)} values, the split {split.n_test} test users"
+            )
+        frame[f"rank_{model}"] = r
+    return frame
+
+
+def save_outcomes(frame: pd.DataFrame, build_dir: str | os.PathLike | None) -> Path:
+    """Write ``BUILD_DIR/artifacts/outcomes_02.csv``."""
+    path = artifacts_dir(build_dir) / OUTCOMES_FILE
+    frame.to_csv(path, index=False)
+    return path
+
+
+def load_outcomes(build_dir: str | os.PathLike | None) -> pd.DataFrame:
+    """Read ``outcomes_02.csv`` (int64 columns)."""
+    path = build_path(build_dir) / "artifacts" / OUTCOMES_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: execute notebooks/02_collaborative_filtering.ipynb first"
+        )
+    return pd.read_csv(path, dtype="int64")
+
+
+# --------------------------------------------------------------------------------------------------
+# benchmark bodies (make bench)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (``resource.getrusage``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_matrix(
+    n_users: int = 45167,
+    n_artists: int = 560_000,
+    nnz: int = 20_000_000,
+    seed: int = 0,
+    *,
+    zipf_a: float = 1.0,
+    zipf_offset: float = 100.0,
+    activity_sigma: float = 1.0,
+) -> sp.csr_matrix:
+    """A random play-count matrix of 30Music's full shape for benchmarks (about ``nnz`` non-zeros).
+
+    Artist popularity is Zipf-like (weight of rank r: ``(r + 1 + zipf_offset) ** -zipf_a``, columns
+    shuffled): with the defaults the top artist reaches about a third of the users and the top 10%
+    of artists hold about 70% of the non-zeros. Users' distinct artists are lognormal
+    (``activity_sigma``); counts are geometric (mean 5).
+    """
+    rng = np.random.default_rng(seed)
+    act = rng.lognormal(0.0, activity_sigma, n_users)
+    act = np.clip(np.round(act / act.sum() * nnz * 1.07), 1, n_artists // 4).astype(np.int64)
+    weights = (np.arange(n_artists) + 1.0 + zipf_offset) ** -zipf_a
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    perm = rng.permutation(n_artists).astype(np.int64)
+    keys = np.empty(int(act.sum()), dtype=np.int64)
+    pos = 0
+    for lo in range(0, n_users, 4096):  # bounded temporaries
+        a = act[lo : lo + 4096]
+        r = np.repeat(np.arange(lo, lo + len(a), dtype=np.int64), a)
+        c = np.searchsorted(cdf, rng.random(len(r)), side="right").clip(max=n_artists - 1)
+        keys[pos : pos + len(r)] = r * n_artists + perm[c]
+        pos += len(r)
+    keys = np.unique(keys)
+    rows, cols = np.divmod(keys, n_artists)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    data = rng.geometric(0.2, len(keys)).astype(np.int64)
+    return sp.csr_matrix((data, cols.astype(np.int32), indptr), shape=(n_users, n_artists))
+
+
+def bench_knn_all_users(counts: sp.csr_matrix, k: int = 30, weighting: str = "minmax") -> dict:
+    """Top-k neighbours of every user (the study's MinMax input): seconds and peak RSS."""
+    X = weight_matrix(counts, weighting)
+    t0 = time.perf_counter()
+    idx, _ = topk_neighbours(X, k)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "n_users": int(counts.shape[0]),
+        "nnz": int(counts.nnz),
+        "k": k,
+        "mean_neighbours": float((idx >= 0).sum(axis=1).mean()),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def bench_evaluate_hr10(counts: sp.csr_matrix, seed: int = 0, k: int = 30) -> dict:
+    """The study's protocol end to end on all users (split, MinMax, kNN, as-run scores, HR@10)."""
+    t0 = time.perf_counter()
+    split = holdout_split(counts, seed)
+    idx, sim = user_neighbours(split.train, k, weighting="minmax", rows=split.test_rows)
+    top = cf_top_n(split.train, split.test_rows, idx, sim, "seed_as_run", 10)
+    hr = hr_at_k(hit_ranks(top, split.hidden_cols), 10)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "n_test_users": split.n_test,
+        "hr_at_10_seed": hr,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def seed_dense_top_n(
+    counts: sp.csr_matrix,
+    rows: np.ndarray,
+    k: int = 30,
+    n: int = 10,
+    *,
+    slab_bytes: int = 512 * 2**20,
+    progress: bool = False,
+) -> np.ndarray:
+    """The study's dense approach, re-implemented as the benchmark baseline (float64 numpy).
+
+    Dense pivot of the matrix's non-empty columns, MinMax per column, dense cosine of ``rows``
+    against every user, a full argsort per row for the ``k`` neighbours (zero similarities are not
+    neighbours, as in ``topk_neighbours``), the neighbours' dense count rows summed unweighted, heard
+    artists removed and a full argsort of the scores. The dense matrix is materialised in column
+    slabs of ``slab_bytes`` so that it fits in memory; the arithmetic is the dense one.
+    """
+    c = _as_counts(counts).tocsc()
+    nonempty = np.flatnonzero(np.diff(c.indptr) > 0)
+    c = c[:, nonempty]
+    n_users, n_cols = c.shape
+    rows = _as_rows(rows, n_users)
+    width = max(1, int(slab_bytes // (8 * max(n_users, 1))))
+    gram = np.zeros((len(rows), n_users))
+    sq = np.zeros(n_users)
+    for lo in tqdm(range(0, n_cols, width), desc="dense gram", disable=not progress, leave=False):
+        slab = c[:, lo : lo + width].toarray().astype(np.float64)
+        mn, mx = slab.min(axis=0), slab.max(axis=0)
+        rng = mx - mn
+        rng[rng == 0] = 1.0
+        slab = (slab - mn) / rng
+        gram += slab[rows] @ slab.T
+        sq += (slab * slab).sum(axis=1)
+    norm = np.sqrt(sq)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sims = gram / (norm[rows][:, None] * norm[None, :])
+    sims[~np.isfinite(sims)] = 0.0
+    sims[np.arange(len(rows)), rows] = -np.inf
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    nsim = np.take_along_axis(sims, order, axis=1)
+    cr = c.tocsr()
+    out = np.full((len(rows), n), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        nbrs = order[i][nsim[i] > 0]
+        score = cr[nbrs].toarray().sum(axis=0).astype(np.float64)
+        score[cr.indices[cr.indptr[r] : cr.indptr[r + 1]]] = -np.inf
+        top = np.argsort(-score, kind="stable")[:n]
+        top = top[score[top] > 0]
+        out[i, : len(top)] = nonempty[top]
+    return out
+
+
+def ours_top_n(counts: sp.csr_matrix, rows: np.ndarray, k: int = 30, n: int = 10) -> np.ndarray:
+    """The same recommendations as ``seed_dense_top_n``, sparse: MinMax, top-k kNN, as-run sums."""
+    idx, sim = user_neighbours(counts, k, weighting="minmax", rows=rows)
+    return cf_top_n(counts, rows, idx, sim, "seed_as_run", n)
+
+
+def _extract_rows(counts: sp.csr_matrix, seed: int, max_users: int, max_rows: int):
+    c = sp.csr_matrix(counts)[:max_users]
+    split = holdout_split(c, seed)
+    return split.train, split.test_rows[:max_rows]
+
+
+def bench_seed_dense_10k(
+    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 500
+) -> dict:
+    """The dense baseline on the first ``max_users`` users' training matrix, for the first
+    ``max_rows`` test users of its hold-out (its cost is linear in that number)."""
+    train, rows = _extract_rows(counts, seed, max_users, max_rows)
+    t0 = time.perf_counter()
+    seed_dense_top_n(train, rows)
+    return {"seconds": time.perf_counter() - t0, "n_users": train.shape[0], "n_rows": len(rows),
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def bench_ours_10k(
+    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 500
+) -> dict:
+    """``ours_top_n`` on exactly the input of ``bench_seed_dense_10k``."""
+    train, rows = _extract_rows(counts, seed, max_users, max_rows)
+    t0 = time.perf_counter()
+    ours_top_n(train, rows)
+    return {"seconds": time.perf_counter() - t0, "n_users": train.shape[0], "n_rows": len(rows),
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip

@@ -1,0 +1,998 @@
+"""Chapter 04: training the two-tower model, the study's way (``seed``) and properly (``improved``).
+
+One training function, :func:`fit`, serves both configurations:
+
+- ``seed``: the study's choices — ``nn.CosineEmbeddingLoss`` on its ±1 sample, Adam 1e-3, batch 256,
+  ``StepLR(step_size=10, gamma=0.1)`` stepped after every *batch* (``scheduler_step="batch"``), trained on the
+  first 1% of the training sample, validated every 20 epochs with the study's metric;
+- ``improved``: the same two-tower family trained on every (user, artist) pair of chapter 02's training
+  matrix with a softmax ranking loss over sampled negatives, validated with HR@10 on a hold-out of
+  training users made by chapter 02's own protocol.
+
+Both keep the best validation state (early stopping), record learning curves, save a ``state_dict`` plus a
+JSON config (:func:`save_checkpoint` / :func:`load_checkpoint`), choose the device automatically (CUDA when
+present) unless told, and take every random choice from one ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .embedding import (
+    StudySample,
+    TowerConfig,
+    TwoTower,
+    _check_counts,
+    _row_of_entry,
+    resolve_device,
+    study_sample,
+)
+from .paths import artifacts_dir
+
+__all__ = [
+    "IMPROVED_TOWER",
+    "ImprovedRun",
+    "SeedRun",
+    "IMPROVED_TRAIN",
+    "SEED_TOWER",
+    "SEED_TRAIN",
+    "StudySplit",
+    "TrainConfig",
+    "TrainResult",
+    "bench_sample_full",
+    "bench_train_epoch_full",
+    "checkpoint_dir",
+    "fit",
+    "holdout_hit_rate",
+    "load_checkpoint",
+    "new_model",
+    "output_cosines",
+    "run_improved",
+    "run_seed",
+    "seed_diagnostics",
+    "pairs_from_outcomes",
+    "rank_hidden",
+    "save_checkpoint",
+    "similar_artists_embedding",
+    "study_metric",
+    "study_split",
+    "top_n",
+    "train_pairs",
+    "validation_split",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Configurations
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """How to train; JSON-serialisable and saved beside every checkpoint.
+
+    ``loss``: ``"cosine_embedding"`` (the study: ``nn.CosineEmbeddingLoss`` on ±1 targets),
+    ``"softmax"`` (cross-entropy of the positive against ``n_negatives`` artists drawn uniformly and
+    shared by the batch; the whole catalogue when ``n_negatives >= n_artists``) or ``"bpr"`` (one uniform
+    negative per positive). ``scheduler_step``: ``"batch"`` steps ``StepLR`` after every batch as the
+    study's code did, ``"epoch"`` after every epoch, ``"none"`` keeps the learning rate.
+    ``patience``: evaluations without improvement before stopping (0 never stops early).
+    ``sparse_embeddings``: sparse embedding gradients with ``SparseAdam`` (Adam on the Linear layers), so a
+    step costs what the batch touches, not the whole catalogue; the study used plain Adam.
+    """
+
+    name: str = "improved"
+    loss: str = "softmax"
+    epochs: int = 30
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler_step: str = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    n_negatives: int = 1024
+    temperature: float = 0.1
+    eval_every: int = 1
+    patience: int = 3
+    train_fraction: float = 1.0
+    pair_weighting: str = "binary"
+    sparse_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("cosine_embedding", "softmax", "bpr"):
+            raise ValueError(f"loss must be cosine_embedding, softmax or bpr, got {self.loss!r}")
+        if self.scheduler_step not in ("batch", "epoch", "none"):
+            raise ValueError(
+                f"scheduler_step must be batch, epoch or none, got {self.scheduler_step!r}"
+            )
+        if self.pair_weighting not in ("binary", "log"):
+            raise ValueError(f"pair_weighting must be binary or log, got {self.pair_weighting!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1 or self.patience < 0:
+            raise ValueError("epochs, batch_size and eval_every must be >= 1, patience >= 0")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("lr and temperature must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return TrainConfig(**{**asdict(self), **changes})
+
+
+#: The study's towers (pass ``n_users``/``n_artists``): Embedding(n, 10), Linear(10, 20), Sigmoid,
+#: Linear(20, 20), Sigmoid, cosine.
+SEED_TOWER: dict[str, Any] = {
+    "embedding_dim": 10,
+    "layer_sizes": (20, 20),
+    "activation": "sigmoid",
+    "output_activation": "sigmoid",
+    "similarity": "cosine",
+}
+
+#: The study's training: cosine-embedding loss, Adam 1e-3, batch 256, StepLR(10, 0.1) per batch,
+#: the first 1% of the training sample, validation every 20 epochs.
+SEED_TRAIN = TrainConfig(
+    name="seed",
+    loss="cosine_embedding",
+    epochs=100,
+    batch_size=256,
+    lr=1e-3,
+    scheduler_step="batch",
+    step_size=10,
+    gamma=0.1,
+    eval_every=20,
+    patience=3,
+    train_fraction=0.01,
+)
+
+#: The corrected towers: wider, no squashing sigmoid on the output (cosine of non-negative vectors can
+#: never be negative, so the study's model cannot push an artist away from a user).
+IMPROVED_TOWER: dict[str, Any] = {
+    "embedding_dim": 64,
+    "layer_sizes": (64,),
+    "activation": "relu",
+    "output_activation": "none",
+    "similarity": "cosine",
+    "init_std": 0.1,
+}
+
+#: The corrected training: every training pair, sampled-softmax ranking loss, no learning-rate decay.
+IMPROVED_TRAIN = TrainConfig(
+    name="improved",
+    loss="softmax",
+    epochs=30,
+    batch_size=1024,
+    lr=3e-3,
+    scheduler_step="none",
+    n_negatives=1024,
+    temperature=0.1,
+    eval_every=1,
+    patience=3,
+    sparse_embeddings=True,
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# The study's split and metric
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudySplit:
+    """Indices into a :class:`StudySample`: ``train`` (all it trains on, in sample order), ``val``,
+    ``test`` (positives only) and ``train_all`` (the training part before the ``train_fraction`` cut)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    train_all: np.ndarray
+
+
+def study_split(
+    sample: StudySample,
+    seed: int = 0,
+    *,
+    val_share: float = 0.15,
+    test_share: float = 0.15,
+    train_fraction: float = 1.0,
+) -> StudySplit:
+    """The study's split: positives shuffled, ``val_share`` to validation, ``test_share`` to test, the rest
+    plus every negative to training; then only the first ``train_fraction`` of the training part (in
+    sample order, i.e. the first users) is trained on."""
+    if val_share < 0 or test_share < 0 or val_share + test_share >= 1:
+        raise ValueError(
+            f"need val_share, test_share >= 0 with sum < 1, got {val_share}, {test_share}"
+        )
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+    rng = np.random.default_rng(seed)
+    pos = np.flatnonzero(sample.is_positive)
+    perm = rng.permutation(pos)
+    n_val = int(round(val_share * len(pos)))
+    n_test = int(round(test_share * len(pos)))
+    val = np.sort(perm[:n_val])
+    test = np.sort(perm[n_val : n_val + n_test])
+    held = np.zeros(len(sample), dtype=bool)
+    held[val] = True
+    held[test] = True
+    train_all = np.flatnonzero(~held)
+    n_train = max(1, int(len(train_all) * train_fraction)) if len(train_all) else 0
+    return StudySplit(train=train_all[:n_train], val=val, test=test, train_all=train_all)
+
+
+def _pairs_csr(users: np.ndarray, artists: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Binary CSR of (user, artist) pairs."""
+    data = np.ones(len(users), dtype=np.float32)
+    m = sp.csr_matrix((data, (users, artists)), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+@torch.no_grad()
+def top_n(
+    model: TwoTower,
+    rows: np.ndarray,
+    exclude: sp.spmatrix | None = None,
+    n: int = 10,
+    *,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Top-``n`` artist columns per user row by the model's score, excluding ``exclude``'s stored cells.
+
+    Returns int64 ``[len(rows), n]``, best first, padded with -1 when fewer than ``n`` artists remain.
+    Scores (which may be negative) are computed in dense blocks of ``batch_size`` users x all artists.
+    """
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev).eval()
+    rows = np.asarray(rows, dtype=np.int64)
+    n_artists = model.config.n_artists
+    k = min(n, n_artists)
+    ex = None if exclude is None else sp.csr_matrix(exclude)
+    if ex is not None and ex.shape != (model.config.n_users, n_artists):
+        raise ValueError(
+            f"exclude has shape {ex.shape}, the model {model.config.n_users, n_artists}"
+        )
+    a = model.artist_vectors()
+    out = np.full((len(rows), n), -1, dtype=np.int64)
+    for start in range(0, len(rows), batch_size):
+        block = rows[start : start + batch_size]
+        u = model.user_vectors(torch.as_tensor(block, device=dev))
+        scores = model.score_matrix(u, a)
+        if ex is not None:
+            sub = ex[block]
+            r = torch.as_tensor(_row_of_entry(sub), device=dev)
+            c = torch.as_tensor(sub.indices.astype(np.int64), device=dev)
+            scores[r, c] = -math.inf
+        val, idx = torch.topk(scores, k, dim=1)
+        idx = idx.cpu().numpy()
+        idx[~torch.isfinite(val).cpu().numpy()] = -1
+        out[start : start + len(block), :k] = idx
+    return out
+
+
+def study_metric(
+    model: TwoTower,
+    relevant: sp.spmatrix,
+    exclude: sp.spmatrix,
+    k: int = 10,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
+    """The study's metric: mean over users with a relevant artist of |top-k ∩ relevant| / min(k, |relevant|).
+
+    ``relevant`` and ``exclude`` are users x artists matrices (the held-out positives and the user's
+    training artists); the top-k excludes ``exclude``'s cells.
+    """
+    rel = sp.csr_matrix(relevant)
+    users = np.flatnonzero(np.diff(rel.indptr))
+    if not len(users):
+        return float("nan")
+    top = top_n(model, users, exclude, k, device=device)
+    hits = _row_hits(top, rel, users)
+    sizes = np.diff(rel.indptr)[users]
+    return float(np.mean(hits / np.minimum(k, sizes)))
+
+
+def _row_hits(top: np.ndarray, rel: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """Per user row: how many of ``top``'s columns are stored in ``rel``'s row."""
+    from .embedding import heard_mask
+
+    rows = np.repeat(users, top.shape[1])
+    cols = top.ravel()
+    ok = cols >= 0
+    hit = np.zeros(len(cols), dtype=bool)
+    hit[ok] = heard_mask(rel, rows[ok], cols[ok])
+    return hit.reshape(top.shape).sum(axis=1)
+
+
+def rank_hidden(
+    model: TwoTower,
+    rows: np.ndarray,
+    hidden_cols: np.ndarray,
+    exclude: sp.spmatrix,
+    n: int = 10,
+    *,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Rank (1..n) of each row's hidden artist in the model's top-``n`` excluding heard artists, 0 = miss.
+
+    Uses chapter 02's ``hit_ranks`` so the two chapters count hits identically.
+    """
+    from .metrics import hit_ranks
+
+    rows = np.asarray(rows, dtype=np.int64)
+    hidden_cols = np.asarray(hidden_cols, dtype=np.int64)
+    if rows.shape != hidden_cols.shape:
+        raise ValueError(f"rows {rows.shape} and hidden_cols {hidden_cols.shape} must match")
+    top = top_n(model, rows, exclude, n, device=device)
+    return np.asarray(hit_ranks(top, hidden_cols), dtype=np.int64)
+
+
+def holdout_hit_rate(
+    model: TwoTower,
+    rows: np.ndarray,
+    hidden_cols: np.ndarray,
+    exclude: sp.spmatrix,
+    k: int = 10,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
+    """HR@k of the model on hold-out pairs (chapter 02's protocol and metric)."""
+    from .metrics import hr_at_k
+
+    return float(hr_at_k(rank_hidden(model, rows, hidden_cols, exclude, k, device=device), k=k))
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the learning curves and the best validation state (already loaded)."""
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_metric: float
+    best_state: dict[str, torch.Tensor]
+    stopped_early: bool
+    seconds: float
+    n_examples: int
+    device: str
+
+    def summary(self) -> dict[str, Any]:
+        """Flat numbers for the results JSON."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "epochs_run": int(self.history["epoch"].max()) if len(self.history) else 0,
+            "stopped_early": int(self.stopped_early),
+            "seconds": self.seconds,
+            "n_examples": self.n_examples,
+        }
+
+
+def train_pairs(
+    counts: sp.spmatrix, weighting: str = "binary"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every stored (user, artist) cell of ``counts`` with a weight (1, or log1p(plays) scaled to mean 1)."""
+    csr = _check_counts(counts)
+    users = _row_of_entry(csr)
+    artists = csr.indices.astype(np.int64)
+    if weighting == "binary":
+        w = np.ones(len(users), dtype=np.float32)
+    elif weighting == "log":
+        w = np.log1p(csr.data.astype(np.float64))
+        w = (w / w.mean()).astype(np.float32) if len(w) else w.astype(np.float32)
+    else:
+        raise ValueError(f"weighting must be binary or log, got {weighting!r}")
+    return users, artists, w
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _batch_loss(
+    model: TwoTower,
+    users: torch.Tensor,
+    artists: torch.Tensor,
+    values: torch.Tensor,
+    config: TrainConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Loss of one batch (``values``: ±1 targets for cosine_embedding, example weights otherwise)."""
+    u = model.user_vectors(users)
+    a = model.artist_vectors(artists)
+    if config.loss == "cosine_embedding":
+        return F.cosine_embedding_loss(u, a, values)
+    n_art = model.config.n_artists
+    dev = users.device
+    if config.loss == "bpr":
+        neg = torch.randint(n_art, (len(users),), generator=gen).to(dev)
+        s_pos = model.similarity(u, a)
+        s_neg = model.similarity(u, model.artist_vectors(neg))
+        per = -F.logsigmoid((s_pos - s_neg) / config.temperature)
+        return (per * values).sum() / values.sum()
+    # softmax over the positive and shared negatives (or the whole catalogue)
+    if config.n_negatives >= n_art:
+        logits = model.score_matrix(u, model.artist_vectors()) / config.temperature
+        per = F.cross_entropy(logits, artists, reduction="none")
+    else:
+        neg = torch.randint(n_art, (config.n_negatives,), generator=gen).to(dev)
+        s_pos = model.similarity(u, a).unsqueeze(1)
+        s_neg = model.score_matrix(u, model.artist_vectors(neg))
+        s_neg = s_neg.masked_fill(neg.unsqueeze(0) == artists.unsqueeze(1), -math.inf)
+        logits = torch.cat([s_pos, s_neg], dim=1) / config.temperature
+        per = -F.log_softmax(logits, dim=1)[:, 0]
+    return (per * values).sum() / values.sum()
+
+
+def fit(
+    model: TwoTower,
+    users: np.ndarray,
+    artists: np.ndarray,
+    values: np.ndarray,
+    config: TrainConfig,
+    *,
+    validate: Callable[[TwoTower], float] | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    deterministic: bool = True,
+) -> TrainResult:
+    """Train ``model`` on (users, artists, values) examples; keep and load the best validation state.
+
+    ``values`` are the ±1 targets for ``loss="cosine_embedding"`` and example weights otherwise.
+    ``validate(model) -> float`` (higher is better) runs every ``config.eval_every`` epochs and after the
+    last one; without it the last state is kept. Shuffling and negatives come from a
+    ``torch.Generator`` seeded with ``seed``; on the CPU two runs give identical weights.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    artists = np.asarray(artists, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float32)
+    if not (len(users) == len(artists) == len(values)):
+        raise ValueError(
+            f"users, artists, values must have one length, got {len(users)}, {len(artists)}, {len(values)}"
+        )
+    if not len(users):
+        raise ValueError("no training examples")
+    cfg = model.config
+    if users.min() < 0 or users.max() >= cfg.n_users or artists.min() < 0:
+        raise ValueError(f"user indices must lie in [0, {cfg.n_users})")
+    if artists.max() >= cfg.n_artists:
+        raise ValueError(f"artist indices must lie in [0, {cfg.n_artists})")
+    if config.loss == "cosine_embedding" and not np.isin(values, (-1.0, 1.0)).all():
+        raise ValueError("cosine_embedding needs targets of +1 or -1")
+    if config.loss != "cosine_embedding" and (values <= 0).any():
+        raise ValueError(
+            f"{config.loss} needs positive example weights (only positives as examples)"
+        )
+
+    dev = resolve_device(device)
+    previous_det = torch.are_deterministic_algorithms_enabled()
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _fit(model, users, artists, values, config, validate, seed, dev, progress)
+    finally:
+        torch.use_deterministic_algorithms(previous_det)
+
+
+def _fit(
+    model: TwoTower,
+    users: np.ndarray,
+    artists: np.ndarray,
+    values: np.ndarray,
+    config: TrainConfig,
+    validate: Callable[[TwoTower], float] | None,
+    seed: int,
+    dev: torch.device,
+    progress: bool,
+) -> TrainResult:
+    start_time = time.perf_counter()
+    model = model.to(dev)
+    gen = torch.Generator().manual_seed(int(seed))
+    t_users = torch.as_tensor(users)
+    t_artists = torch.as_tensor(artists)
+    t_values = torch.as_tensor(values)
+    embeddings = [model.user_tower[0], model.artist_tower[0]]
+    if config.sparse_embeddings:
+        for emb in embeddings:
+            emb.sparse = True
+        emb_params = [emb.weight for emb in embeddings]
+        rest = [p for p in model.parameters() if all(p is not e for e in emb_params)]
+        opts: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(emb_params, lr=config.lr)]
+        if rest:
+            opts.append(torch.optim.Adam(rest, lr=config.lr, weight_decay=config.weight_decay))
+    else:
+        opts = [
+            torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        ]
+    scheds = (
+        [
+            torch.optim.lr_scheduler.StepLR(o, step_size=config.step_size, gamma=config.gamma)
+            for o in opts
+        ]
+        if config.scheduler_step != "none"
+        else []
+    )
+    try:
+        return _loop(
+            model,
+            t_users,
+            t_artists,
+            t_values,
+            config,
+            validate,
+            gen,
+            dev,
+            opts,
+            scheds,
+            progress,
+            start_time,
+        )
+    finally:
+        for emb in embeddings:
+            emb.sparse = False
+
+
+def _loop(
+    model: TwoTower,
+    t_users: torch.Tensor,
+    t_artists: torch.Tensor,
+    t_values: torch.Tensor,
+    config: TrainConfig,
+    validate: Callable[[TwoTower], float] | None,
+    gen: torch.Generator,
+    dev: torch.device,
+    opts: list[torch.optim.Optimizer],
+    scheds: list[torch.optim.lr_scheduler.LRScheduler],
+    progress: bool,
+    start_time: float,
+) -> TrainResult:
+    """The epoch loop of :func:`fit`."""
+    n = len(t_users)
+    records: list[dict[str, Any]] = []
+    best_metric, best_epoch = -math.inf, 0
+    best_state = _state_copy(model)
+    bad_evals = 0
+    stopped_early = False
+    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.name}", disable=not progress)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        total, seen = 0.0, 0
+        lr_start = opts[0].param_groups[0]["lr"]
+        for b in range(0, n, config.batch_size):
+            idx = perm[b : b + config.batch_size]
+            bu = t_users[idx].to(dev)
+            ba = t_artists[idx].to(dev)
+            bv = t_values[idx].to(dev)
+            loss = _batch_loss(model, bu, ba, bv, config, gen)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in opts:
+                o.step()
+            if config.scheduler_step == "batch":
+                for sc in scheds:
+                    sc.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        if config.scheduler_step == "epoch":
+            for sc in scheds:
+                sc.step()
+        rec: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": total / max(seen, 1),
+            "lr": lr_start,
+            "lr_end": opts[0].param_groups[0]["lr"],
+            "val_metric": float("nan"),
+            "epoch_seconds": time.perf_counter() - t0,
+        }
+        last = epoch == config.epochs
+        if validate is not None and (epoch % config.eval_every == 0 or last):
+            model.eval()
+            metric = float(validate(model))
+            rec["val_metric"] = metric
+            if metric > best_metric:
+                best_metric, best_epoch = metric, epoch
+                best_state = _state_copy(model)
+                bad_evals = 0
+            else:
+                bad_evals += 1
+            bar.set_postfix(
+                loss=f"{rec['loss']:.4f}", val=f"{metric:.4f}", best=f"{best_metric:.4f}"
+            )
+        else:
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        records.append(rec)
+        if config.patience and bad_evals >= config.patience:
+            stopped_early = not last
+            break
+    bar.close()
+    if validate is None:
+        best_state, best_epoch, best_metric = _state_copy(model), len(records), float("nan")
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        history=pd.DataFrame.from_records(records),
+        best_epoch=best_epoch,
+        best_metric=float(best_metric),
+        best_state=best_state,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - start_time,
+        n_examples=n,
+        device=str(dev),
+    )
+
+
+def new_model(n_users: int, n_artists: int, tower: dict[str, Any], seed: int = 0) -> TwoTower:
+    """A freshly initialised :class:`TwoTower` (weights from ``torch.manual_seed(seed)``)."""
+    torch.manual_seed(int(seed))
+    return TwoTower(TowerConfig(n_users=n_users, n_artists=n_artists, **tower))
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def checkpoint_dir(build_dir: str | os.PathLike | None, name: str) -> Path:
+    """``BUILD_DIR/artifacts/checkpoints/<name>`` (created)."""
+    path = artifacts_dir(build_dir) / "checkpoints" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    model: TwoTower,
+    train_config: TrainConfig | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.pt`` (the ``state_dict``) and ``config.json`` (tower + training config + extra)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(_state_copy(model), folder / "model.pt")
+    meta = {
+        "tower": model.config.to_dict(),
+        "train": train_config.to_dict() if train_config is not None else None,
+        "extra": extra or {},
+        "torch_version": torch.__version__,
+    }
+    (folder / "config.json").write_text(
+        json.dumps(meta, indent=2, sort_keys=True, default=float) + "\n"
+    )
+    return folder
+
+
+def load_checkpoint(
+    folder: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[TwoTower, dict[str, Any]]:
+    """Rebuild the model from ``config.json`` and load ``model.pt``; returns (model in eval mode, meta)."""
+    folder = Path(folder)
+    cfg_path, state_path = folder / "config.json", folder / "model.pt"
+    for p in (cfg_path, state_path):
+        if not p.exists():
+            raise FileNotFoundError(
+                f"{p} does not exist: expected a checkpoint written by save_checkpoint"
+            )
+    meta = json.loads(cfg_path.read_text())
+    if "tower" not in meta:
+        raise ValueError(f"{cfg_path} has no 'tower' entry: not a two-tower checkpoint")
+    model = TwoTower(TowerConfig.from_dict(meta["tower"]))
+    dev = resolve_device(device)
+    state = torch.load(state_path, map_location=dev, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(dev).eval(), meta
+
+
+# --------------------------------------------------------------------------------------------------
+# Lookups
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def similar_artists_embedding(
+    model: TwoTower, col: int, n: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` artists whose tower outputs have the highest cosine with artist ``col`` (itself excluded).
+
+    Returns (columns, cosines), best first.
+    """
+    n_art = model.config.n_artists
+    if not 0 <= col < n_art:
+        raise ValueError(f"artist column {col} out of range [0, {n_art})")
+    model.eval()
+    a = F.normalize(model.artist_vectors(), dim=-1)
+    sims = a @ a[col]
+    sims[col] = -math.inf
+    val, idx = torch.topk(sims, min(n, n_art - 1))
+    return idx.cpu().numpy().astype(np.int64), val.cpu().numpy().astype(np.float64)
+
+
+def pairs_from_outcomes(
+    outcomes: pd.DataFrame, user_ids: np.ndarray, artist_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the (user_id, artist_id) pairs of an outcomes table (chapter 02's), in order."""
+    missing = {"user_id", "artist_id"} - set(outcomes.columns)
+    if missing:
+        raise ValueError(f"outcomes table lacks columns {sorted(missing)}")
+
+    def index(ids: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+        pos = np.searchsorted(ids, values)
+        ok = (pos < len(ids)) & (ids[np.minimum(pos, len(ids) - 1)] == values)
+        if not ok.all():
+            raise KeyError(
+                f"{what} {values[~ok][:5].tolist()} of the outcomes are not in the matrix"
+            )
+        return pos.astype(np.int64)
+
+    rows = index(np.asarray(user_ids), outcomes["user_id"].to_numpy(np.int64), "user ids")
+    cols = index(np.asarray(artist_ids), outcomes["artist_id"].to_numpy(np.int64), "artist ids")
+    return rows, cols
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmarks (wired into `make bench` by bench.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_sample_full(counts: sp.spmatrix, seed: int = 0) -> dict[str, float]:
+    """Time the study's sample rule on ``counts``: seconds, samples per second, sample sizes."""
+    t0 = time.perf_counter()
+    sample = study_sample(counts, seed=seed)
+    seconds = time.perf_counter() - t0
+    n_pos = int(sample.is_positive.sum())
+    return {
+        "seconds": seconds,
+        "samples_per_second": len(sample) / seconds if seconds > 0 else float("nan"),
+        "n_sample": len(sample),
+        "n_positives": n_pos,
+        "n_negatives": len(sample) - n_pos,
+    }
+
+
+def bench_train_epoch_full(
+    counts: sp.spmatrix, seed: int = 0, device: str | torch.device | None = None
+) -> dict[str, float | str]:
+    """Time one epoch of the ``improved`` training over every pair of ``counts``."""
+    csr = _check_counts(counts)
+    users, artists, w = train_pairs(csr, IMPROVED_TRAIN.pair_weighting)
+    model = new_model(csr.shape[0], csr.shape[1], IMPROVED_TOWER, seed)
+    cfg = IMPROVED_TRAIN.replace(epochs=1, patience=0)
+    result = fit(model, users, artists, w, cfg, seed=seed, device=device, progress=False)
+    seconds = float(result.history["epoch_seconds"].iloc[0])
+    return {
+        "seconds": seconds,
+        "samples_per_second": len(users) / seconds if seconds > 0 else float("nan"),
+        "n_pairs": len(users),
+        "device": result.device,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The two configurations end to end
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeedRun:
+    """The ``seed`` configuration trained on a matrix: sample, split, model, curves and its own metric."""
+
+    model: TwoTower
+    result: TrainResult
+    config: TrainConfig
+    sample: StudySample
+    split: StudySplit
+    study_metric_val: float
+    study_metric_test: float
+
+
+def _split_pairs(sample: StudySample, idx: np.ndarray) -> sp.csr_matrix:
+    return _pairs_csr(sample.users[idx], sample.artists[idx], (sample.n_users, sample.n_artists))
+
+
+def run_seed(
+    counts: sp.spmatrix,
+    seed: int = 0,
+    *,
+    config: TrainConfig = SEED_TRAIN,
+    tower: dict[str, Any] | None = None,
+    positive: float = 0.1,
+    negative: float = 1e-5,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> SeedRun:
+    """The study's pipeline on ``counts``: its sample rule, its split, its model, loss, schedule and metric.
+
+    Validation (the study's metric on the validation positives) runs every ``config.eval_every`` epochs;
+    the best state is kept and scored on the test positives. Artists of the user's training part are
+    excluded from the top-k.
+    """
+    sample = study_sample(counts, positive=positive, negative=negative, seed=seed)
+    if not sample.is_positive.any():
+        raise ValueError(f"the sample has no positives (no artist reaches a share of {positive})")
+    ssplit = study_split(sample, seed, train_fraction=config.train_fraction)
+    exclude = _split_pairs(sample, ssplit.train_all)
+    rel_val = _split_pairs(sample, ssplit.val)
+    rel_test = _split_pairs(sample, ssplit.test)
+    model = new_model(sample.n_users, sample.n_artists, tower or SEED_TOWER, seed)
+    result = fit(
+        model,
+        sample.users[ssplit.train],
+        sample.artists[ssplit.train],
+        sample.targets[ssplit.train],
+        config,
+        validate=lambda m: study_metric(m, rel_val, exclude),
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    return SeedRun(
+        model=model,
+        result=result,
+        config=config,
+        sample=sample,
+        split=ssplit,
+        study_metric_val=result.best_metric,
+        study_metric_test=study_metric(model, rel_test, exclude),
+    )
+
+
+@torch.no_grad()
+def output_cosines(
+    model: TwoTower, tower: str = "artist", n: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """Cosines between the outputs of ``n`` random distinct users or artists (all pairs i < j).
+
+    A collapsed model (every output pointing the same way) shows cosines piled up near 1.
+    """
+    if tower not in ("user", "artist"):
+        raise ValueError(f"tower must be 'user' or 'artist', got {tower!r}")
+    total = model.config.n_users if tower == "user" else model.config.n_artists
+    idx = np.random.default_rng(seed).choice(total, size=min(n, total), replace=False)
+    dev = next(model.parameters()).device
+    t = torch.as_tensor(np.sort(idx), device=dev)
+    v = model.user_vectors(t) if tower == "user" else model.artist_vectors(t)
+    v = F.normalize(v, dim=-1)
+    c = (v @ v.T).cpu().numpy()
+    return c[np.triu_indices(len(idx), k=1)].astype(np.float64)
+
+
+def seed_diagnostics(run: SeedRun) -> dict[str, float | int]:
+    """Why the ``seed`` configuration scores so low, in numbers (flat dict for the results JSON)."""
+    sample, ssplit, cfg = run.sample, run.split, run.config
+    trained_users = np.unique(sample.users[ssplit.train])
+    val_users = np.unique(sample.users[ssplit.val])
+    n_batches_per_epoch = -(-len(ssplit.train) // cfg.batch_size)
+    h = run.result.history
+    cos_a = output_cosines(run.model, "artist")
+    cos_u = output_cosines(run.model, "user")
+    return {
+        "seed_train_examples": int(len(ssplit.train)),
+        "seed_train_negatives": int((sample.targets[ssplit.train] < 0).sum()),
+        "seed_train_users": int(len(trained_users)),
+        "seed_train_user_share": float(len(trained_users) / max(sample.n_users, 1)),
+        "seed_val_users_trained_share": float(np.isin(val_users, trained_users).mean())
+        if len(val_users)
+        else float("nan"),
+        "seed_batches_per_epoch": int(n_batches_per_epoch),
+        "seed_lr_final": float(h["lr_end"].iloc[-1]),
+        "seed_lr_after_epoch_1": float(h["lr_end"].iloc[0]),
+        "seed_artist_cosine_mean": float(cos_a.mean()) if len(cos_a) else float("nan"),
+        "seed_artist_cosine_min": float(cos_a.min()) if len(cos_a) else float("nan"),
+        "seed_user_cosine_mean": float(cos_u.mean()) if len(cos_u) else float("nan"),
+    }
+
+
+@dataclass
+class ImprovedRun:
+    """The ``improved`` configuration: validation hold-out, model, curves."""
+
+    model: TwoTower
+    result: TrainResult
+    config: TrainConfig
+    val_split: Any  # cf.Split of the validation users
+    val_min_artists: int
+
+
+def validation_split(
+    train: sp.spmatrix,
+    test_rows: np.ndarray,
+    seed: int = 0,
+    *,
+    min_artists: int = 10,
+    floor: int = 5,
+    min_users: int = 500,
+) -> tuple[Any, int]:
+    """A validation hold-out of non-test users by chapter 02's protocol (``cf.holdout_split``).
+
+    The protocol takes users with more than ``min_artists`` artists; when that leaves fewer than
+    ``min_users`` validation users (few heavy users remain once the test users are taken), the
+    threshold is lowered step by step down to ``floor``. Returns (split, threshold used).
+    """
+    from .cf import holdout_split
+
+    if floor > min_artists:
+        raise ValueError(f"floor ({floor}) must not exceed min_artists ({min_artists})")
+    csr = _check_counts(train)
+    candidates = np.setdiff1d(np.arange(csr.shape[0], dtype=np.int64), np.asarray(test_rows))
+    best = None
+    for ma in range(min_artists, floor - 1, -1):
+        val = holdout_split(
+            csr, seed, candidate_rows=candidates, min_artists=ma, ranks=(2, min(6, ma + 1))
+        )
+        best = (val, ma)
+        if len(val.test_rows) >= min_users:
+            break
+    assert best is not None
+    if len(best[0].test_rows) == 0:
+        raise ValueError("no validation users: no non-test user has enough artists")
+    return best
+
+
+def run_improved(
+    train: sp.spmatrix,
+    test_rows: np.ndarray,
+    seed: int = 0,
+    *,
+    config: TrainConfig = IMPROVED_TRAIN,
+    tower: dict[str, Any] | None = None,
+    min_val_users: int = 500,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> ImprovedRun:
+    """Train the ``improved`` configuration on chapter 02's training matrix.
+
+    Validation users are carved from the non-test users (:func:`validation_split`); the model trains on
+    every pair of the remaining training matrix (the test users' rows included, as kNN uses them) and
+    early-stops on validation HR@10.
+    """
+    val, ma = validation_split(train, test_rows, seed, min_users=min_val_users)
+    users, artists, w = train_pairs(val.train, config.pair_weighting)
+    csr = _check_counts(train)
+    model = new_model(csr.shape[0], csr.shape[1], tower or IMPROVED_TOWER, seed)
+    result = fit(
+        model,
+        users,
+        artists,
+        w,
+        config,
+        validate=lambda m: holdout_hit_rate(m, val.test_rows, val.hidden_cols, val.train),
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    return ImprovedRun(model=model, result=result, config=config, val_split=val, val_min_artists=ma)
