@@ -270,7 +270,8 @@ def test_weightings():
 
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("head", [None, 0, 5, 1000])
-def test_topk_neighbours_matches_brute_force(symmetric, head):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_topk_neighbours_matches_brute_force(symmetric, head, workers):
     rng = np.random.default_rng(7)
     for _trial in range(12):
         n, m = int(rng.integers(2, 70)), int(rng.integers(1, 40))
@@ -278,7 +279,9 @@ def test_topk_neighbours_matches_brute_force(symmetric, head):
         k = int(rng.integers(1, 15))
         rows = None if symmetric else rng.integers(0, n, int(rng.integers(0, n + 1)))
         block = int(rng.integers(1, 25))
-        idx, sim = topk_neighbours(X, k, rows=rows, block_rows=block, head_columns=head, workers=2)
+        idx, sim = topk_neighbours(
+            X, k, rows=rows, block_rows=block, head_columns=head, workers=workers
+        )
         assert_same_neighbours(X, k, rows, idx, sim)
 
 

@@ -26,6 +26,7 @@ from thirtymusic_utils.embedding import (
 )
 from thirtymusic_utils.metrics import hit_ranks
 from thirtymusic_utils.training import (
+    ID_TOWER,
     IMPROVED_TOWER,
     IMPROVED_TRAIN,
     SEED_TOWER,
@@ -249,10 +250,20 @@ def test_study_towers_shapes_and_ranges():
 def test_improved_towers_shapes_and_ranges():
     torch.manual_seed(0)
     model = TwoTower(TowerConfig(n_users=5, n_artists=9, **IMPROVED_TOWER))
+    model.set_history(random_counts(np.random.default_rng(0), 5, 9, 0.5))
+    assert model.config.output_dim == IMPROVED_TOWER["embedding_dim"]
     u = model.user_vectors(torch.arange(5))
-    assert u.shape == (5, IMPROVED_TOWER["layer_sizes"][-1])
+    assert u.shape == (5, model.config.output_dim)
     s = model.score_matrix(u, model.artist_vectors())
     assert s.shape == (5, 9) and (s.abs() <= 1 + 1e-5).all()
+    for tower in (
+        SEED_TOWER,
+        ID_TOWER,
+        {**ID_TOWER, "layer_sizes": (32, 16), "activation": "relu"},
+    ):
+        m = TwoTower(TowerConfig(n_users=5, n_artists=9, **tower))
+        assert m.user_vectors(torch.arange(5)).shape == (5, m.config.output_dim)
+        assert m.artist_vectors().shape == (9, m.config.output_dim)
     bare = TwoTower(
         TowerConfig(n_users=3, n_artists=4, embedding_dim=6, layer_sizes=(), similarity="dot")
     )
@@ -260,7 +271,7 @@ def test_improved_towers_shapes_and_ranges():
 
 
 def test_tower_config_round_trip_and_errors():
-    cfg = TowerConfig(n_users=3, n_artists=4, **IMPROVED_TOWER)
+    cfg = TowerConfig(n_users=3, n_artists=4, **ID_TOWER)
     assert TowerConfig.from_dict(json.loads(cfg.to_json())) == cfg
     with pytest.raises(ValueError, match="activation"):
         TowerConfig(n_users=3, n_artists=4, activation="swish")
@@ -288,7 +299,7 @@ def test_top_n_matches_brute_force_and_pads():
     counts = counts.tolil()
     counts[5] = 1  # user 5 heard everything
     counts = sp.csr_matrix(counts)
-    model = new_model(6, 9, IMPROVED_TOWER, seed=1)
+    model = new_model(6, 9, ID_TOWER, seed=1)
     top = top_n(model, np.arange(6), counts, n=4)
     with torch.no_grad():
         scores = model.score_matrix(
@@ -317,7 +328,7 @@ def test_study_metric_matches_hand_computation():
     relevant = random_counts(rng, 10, 15, 0.2)
     relevant = sp.csr_matrix(relevant.multiply(exclude.toarray() == 0))
     relevant.eliminate_zeros()
-    model = new_model(10, 15, IMPROVED_TOWER, seed=2)
+    model = new_model(10, 15, ID_TOWER, seed=2)
     k = 3
     with torch.no_grad():
         scores = model.score_matrix(
@@ -336,7 +347,7 @@ def test_study_metric_matches_hand_computation():
 
 
 def test_similar_artists_embedding_matches_brute_force():
-    model = new_model(4, 12, IMPROVED_TOWER, seed=5)
+    model = new_model(4, 12, ID_TOWER, seed=5)
     cols, sims = similar_artists_embedding(model, 3, n=5)
     with torch.no_grad():
         a = torch.nn.functional.normalize(model.artist_vectors(), dim=-1).numpy()
@@ -382,8 +393,10 @@ def test_study_split_partitions_positives():
 def test_training_lowers_loss_and_recovers_planted_groups():
     counts = planted()
     users, artists, w = train_pairs(counts)
-    model = new_model(*counts.shape, {**IMPROVED_TOWER, "embedding_dim": 16, "layer_sizes": (16,)})
-    cfg = IMPROVED_TRAIN.replace(epochs=40, batch_size=64, lr=0.02, n_negatives=10_000, patience=0)
+    model = new_model(*counts.shape, {**ID_TOWER, "embedding_dim": 16, "layer_sizes": (16,)})
+    cfg = IMPROVED_TRAIN.replace(
+        epochs=40, batch_size=64, lr=0.02, n_negatives=10_000, patience=0, sparse_embeddings=False
+    )
     res = fit(model, users, artists, w, cfg, seed=0, progress=False)
     loss = res.history["loss"].to_numpy()
     assert loss[-1] < 0.7 * loss[0]
@@ -397,7 +410,7 @@ def test_training_lowers_loss_and_recovers_planted_groups():
 def test_sampled_losses_lower_the_loss(loss):
     counts = planted(seed=1)
     users, artists, w = train_pairs(counts, "log")
-    model = new_model(*counts.shape, IMPROVED_TOWER, seed=0)
+    model = new_model(*counts.shape, ID_TOWER, seed=0)
     cfg = IMPROVED_TRAIN.replace(
         loss=loss, epochs=15, batch_size=64, lr=0.01, n_negatives=8, patience=0
     )
@@ -434,7 +447,7 @@ def test_per_batch_scheduler_decays_every_step_size_batches():
 def test_early_stopping_keeps_the_best_state():
     counts = planted()
     users, artists, w = train_pairs(counts)
-    model = new_model(*counts.shape, IMPROVED_TOWER)
+    model = new_model(*counts.shape, ID_TOWER)
     scores = iter([0.5, 0.9, 0.4, 0.3, 0.2, 0.1, 0.0])
     states = []
 
@@ -456,7 +469,7 @@ def test_training_is_deterministic_on_cpu():
     cfg = IMPROVED_TRAIN.replace(epochs=3, batch_size=32, n_negatives=7, patience=0)
     weights = []
     for seed in (11, 11, 12):
-        model = new_model(*counts.shape, IMPROVED_TOWER, seed=seed)
+        model = new_model(*counts.shape, ID_TOWER, seed=seed)
         fit(model, users, artists, w, cfg, seed=seed, device="cpu", progress=False)
         weights.append(model.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -464,7 +477,7 @@ def test_training_is_deterministic_on_cpu():
 
 
 def test_fit_rejects_bad_input():
-    model = new_model(3, 4, IMPROVED_TOWER)
+    model = new_model(3, 4, ID_TOWER)
     with pytest.raises(ValueError, match="one length"):
         fit(model, [0, 1], [0], [1.0, 1.0], IMPROVED_TRAIN, progress=False)
     with pytest.raises(ValueError, match="artist indices"):
@@ -473,6 +486,8 @@ def test_fit_rejects_bad_input():
         fit(model, [0], [1], [0.5], SEED_TRAIN, progress=False)
     with pytest.raises(ValueError, match="scheduler_step"):
         TrainConfig(scheduler_step="sometimes")
+    with pytest.raises(ValueError, match="set_history"):
+        fit(new_model(3, 4, IMPROVED_TOWER), [0], [1], [1.0], IMPROVED_TRAIN, progress=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,7 +495,7 @@ def test_fit_rejects_bad_input():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = new_model(6, 9, IMPROVED_TOWER, seed=3)
+    model = new_model(6, 9, ID_TOWER, seed=3)
     cfg = IMPROVED_TRAIN.replace(epochs=2)
     folder = save_checkpoint(checkpoint_dir(tmp_path, "improved"), model, cfg, {"val_metric": 0.25})
     assert (folder / "model.pt").exists() and (folder / "config.json").exists()
@@ -563,3 +578,74 @@ def test_bench_bodies_on_small_data():
         and t["samples_per_second"] > 0
         and t["device"] in ("cpu", "cuda")
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# the history user tower
+
+
+def history_model(counts: sp.csr_matrix, dropout: float = 0.0, seed: int = 0):
+    tower = {**IMPROVED_TOWER, "user_input": "history", "history_dropout": dropout}
+    return new_model(*counts.shape, tower, seed).set_history(counts)
+
+
+def test_history_tower_is_the_weighted_mean_of_played_artists():
+    counts = sp.csr_matrix(np.array([[3, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=np.int64))
+    model = history_model(counts).eval()
+    emb = model.user_history.weight.detach()
+    w = np.log1p(np.array([3.0, 1.0]))
+    w = w / w.sum()
+    with torch.no_grad():
+        got = model._history_sum(torch.tensor([0, 1, 2]), None)
+        want0 = float(w[0]) * emb[0] + float(w[1]) * emb[2]
+        assert torch.allclose(got[0], want0, atol=1e-6)
+        assert torch.equal(got[1], torch.zeros_like(got[1]))  # no plays: empty history
+        assert torch.allclose(got[2], emb.mean(0), atol=1e-6)
+        dropped = model._history_sum(torch.tensor([0, 2]), torch.tensor([2, 3]))
+        assert torch.allclose(dropped[0], float(w[0]) * emb[0], atol=1e-6)
+        assert torch.allclose(dropped[1], emb[:3].sum(0) / 4, atol=1e-6)
+
+
+def test_history_dropout_only_in_training():
+    counts = random_counts(np.random.default_rng(8), 5, 20, 0.5)
+    model = history_model(counts, dropout=0.5)
+    users = torch.arange(5)
+    with torch.no_grad():
+        model.eval()
+        a, b = model.user_vectors(users), model.user_vectors(users)
+        assert torch.equal(a, b)
+        model.train()
+        torch.manual_seed(0)
+        c = model.user_vectors(users)
+        assert not torch.equal(a, c)
+    with pytest.raises(ValueError, match="no history"):
+        new_model(5, 20, ID_TOWER).set_history(counts)
+    with pytest.raises(ValueError, match="history_dropout"):
+        TowerConfig(n_users=2, n_artists=2, history_dropout=1.0)
+
+
+def test_history_checkpoint_round_trip(tmp_path):
+    counts = random_counts(np.random.default_rng(9), 7, 15, 0.3)
+    model = history_model(counts, dropout=0.5, seed=4)
+    users, artists, w = train_pairs(counts, "log")
+    cfg = IMPROVED_TRAIN.replace(epochs=2, batch_size=16, n_negatives=5, patience=0)
+    fit(model, users, artists, w, cfg, seed=0, progress=False)
+    folder = save_checkpoint(tmp_path / "ck", model, cfg)
+    loaded, _ = load_checkpoint(folder, device="cpu")
+    assert torch.equal(loaded.hist_indices, model.hist_indices)
+    assert np.array_equal(
+        top_n(loaded, np.arange(7), counts, 5), top_n(model.eval(), np.arange(7), counts, 5)
+    )
+
+
+def test_history_tower_recovers_planted_groups():
+    counts = planted(seed=3)
+    model = history_model(counts, dropout=0.3, seed=1)
+    users, artists, w = train_pairs(counts, "log")
+    cfg = IMPROVED_TRAIN.replace(
+        epochs=30, batch_size=64, lr=0.02, n_negatives=10_000, patience=0, sparse_embeddings=False
+    )
+    res = fit(model, users, artists, w, cfg, seed=0, progress=False)
+    assert res.history["loss"].iloc[-1] < 0.8 * res.history["loss"].iloc[0]
+    top = top_n(model, np.arange(counts.shape[0]), counts, n=3)
+    assert (top // 12 == (np.arange(counts.shape[0]) // 30)[:, None]).mean() > 0.95

@@ -111,6 +111,14 @@ def _delegate(module: str, function: str, *extra: Any) -> Callable[[argparse.Nam
     return run
 
 
+STAGES["knn_top30_all_users"] = _delegate("cf", "bench_knn_all_users")
+STAGES["evaluate_hr10"] = _delegate("cf", "bench_evaluate_hr10", "seed")
+STAGES["seed_dense_10k"] = _delegate("cf", "bench_seed_dense_10k", "seed")
+STAGES["ours_10k"] = _delegate("cf", "bench_ours_10k", "seed")
+STAGES["sample_full"] = _delegate("training", "bench_sample_full", "seed")
+STAGES["train_epoch_full"] = _delegate("training", "bench_train_epoch_full", "seed")
+
+
 def run_stage(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one stage in this process and return its figures with peak RSS."""
     t0 = time.perf_counter()
@@ -169,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = json.loads(line[-1][6:])
         if name == "matrix" and "n_users" in results[name]:
             results["n_users"] = results[name]["n_users"]
+        dense, ours = results.get("seed_dense_10k", {}), results.get("ours_10k", {})
+        if dense.get("seconds") and ours.get("seconds"):
+            results["speedup_10k"] = dense["seconds"] / ours["seconds"]
         results["profile"] = args.profile if not args.data_dir else args.data_dir
         out.write_text(json.dumps(results, indent=2) + "\n")
     print(_table(results))

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from scipy.linalg.blas import sgemm
 from tqdm import tqdm
 
@@ -388,22 +389,38 @@ def _split_columns(
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_of[keep], minlength=n), out=indptr[1:])
     tail = sp.csr_matrix((Xn.data[keep], Xn.indices[keep], indptr), shape=(n, n_cols))
-    suffixes = [(int(lo), tail[int(lo) :].T.tocsr()) for lo in starts] if tail.nnz else []
+    suffixes = []
+    if tail.nnz:
+        T = tail.T.tocsr()  # artists x users, users ascending within each row
+        T.sort_indices()
+        for lo in starts:
+            if lo == 0:
+                suffixes.append((0, T))
+                continue
+            later = T.indices >= lo  # a suffix of every row
+            ck = np.zeros(len(later) + 1, dtype=np.int64)
+            np.cumsum(later, out=ck[1:])
+            sub_indptr = np.zeros(n_cols + 1, dtype=np.int64)
+            np.cumsum(ck[T.indptr[1:]] - ck[T.indptr[:-1]], out=sub_indptr[1:])
+            sub = sp.csr_matrix(
+                (T.data[later], T.indices[later] - lo, sub_indptr), shape=(n_cols, n - lo)
+            )
+            suffixes.append((int(lo), sub))
     return _Parts(head, tail, suffixes)
 
 
-def _sims(parts: _Parts, q: np.ndarray, col0: int) -> np.ndarray:
+def _block(parts: _Parts, q: np.ndarray, col0: int) -> np.ndarray:
     """Cosine of users ``q`` against users ``col0..n-1`` as a dense float32 block."""
-    lo, T = col0, None
+    lo, S = col0, None
     for s_lo, s_T in parts.suffixes:  # the latest transposed suffix that covers col0
         if s_lo <= col0:
-            lo, T = s_lo, s_T
+            lo, S = s_lo, s_T
     n, h = parts.head.shape
     D = None
-    if T is not None:
+    if S is not None:
         Xq = parts.tail[q]
         if Xq.nnz:
-            D = (Xq @ T).toarray()  # the sparse tail, dense: (len(q), n - lo) float32, C order
+            D = (Xq @ S).toarray()  # the sparse tail, dense: (len(q), n - lo) float32, C order
     if D is None:
         D = np.zeros((len(q), n - lo), dtype=np.float32)
     if h:
@@ -431,35 +448,68 @@ def _decode(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, bits.view(np.float32).copy()
 
 
-def _top_keys(D: np.ndarray, kk: int, offset: int, sub: int = 64) -> np.ndarray:
-    """Per row of ``D``, the keys of its ``kk`` best positive entries (column j has id offset + j).
+def _kth_sim(keys: np.ndarray) -> np.ndarray:
+    """The similarity of each row's last (k-th) key, 0 where the row is not full."""
+    last = keys[:, -1]
+    bits = np.where(last >= 0, last >> 32, 0).astype(np.int32)
+    return bits.view(np.float32).copy()
 
-    Exact: entries tied with the kk-th value are taken in ascending id order. Returns (m, kk)
-    int64, padded with -1, unsorted within a row.
+
+def _group_top(keys: np.ndarray, groups: np.ndarray, m: int, kk: int) -> np.ndarray:
+    """The ``kk`` largest keys of each of ``m`` groups, sorted descending, -1 padded."""
+    out = np.full((m, kk), -1, dtype=np.int64)
+    if len(keys) == 0:
+        return out
+    order = np.lexsort((-keys, groups))
+    g, key = groups[order], keys[order]
+    first = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(g, minlength=m), out=first[1:])
+    pos = np.arange(len(g)) - first[g]
+    keep = pos < kk
+    out[g[keep], pos[keep]] = key[keep]
+    return out
+
+
+def _top_rows(A: np.ndarray, kk: int, offset: int) -> np.ndarray:
+    """Keys of the ``kk`` largest positive entries of each row (column j has id offset + j).
+
+    Exact: entries tied with the kk-th value are taken in ascending id order. Sorted descending.
     """
-    m, N = D.shape
+    m, N = A.shape
     out = np.full((m, kk), -1, dtype=np.int64)
     take = min(kk, N)
-    if take == 0:
+    if take == 0 or m == 0:
         return out
-    for s in range(0, m, sub):
-        Ds = D[s : s + sub]
-        if take < N:
-            part = np.argpartition(Ds, N - take, axis=1)[:, N - take :]
-            vals = np.take_along_axis(Ds, part, axis=1)
-            t = vals.min(axis=1)
-            crossing = (t > 0) & ((Ds >= t[:, None]).sum(axis=1) > take)
-            for r in np.flatnonzero(crossing):  # ties at the boundary: lowest ids win
-                row = Ds[r]
-                gt = np.flatnonzero(row > t[r])
-                eq = np.flatnonzero(row == t[r])[: take - len(gt)]
-                part[r] = np.concatenate([gt, eq])
-                vals[r] = row[part[r]]
-        else:
-            part = np.broadcast_to(np.arange(N), Ds.shape)
-            vals = Ds
-        out[s : s + len(Ds), :take] = _encode(vals, part + offset)
+    vals, idx = (t.numpy() for t in torch.topk(torch.from_numpy(A), take, dim=1))
+    if take < N:
+        kth = vals[:, -1]
+        crossing = (kth > 0) & (np.count_nonzero(A >= kth[:, None], axis=1) > take)
+        for r in np.flatnonzero(crossing):  # ties across the cut: the lowest ids win
+            row = A[r]
+            gt = np.flatnonzero(row > kth[r])
+            eq = np.flatnonzero(row == kth[r])[: take - len(gt)]
+            idx[r] = np.concatenate([gt, eq])
+            vals[r] = row[idx[r]]
+    keys = _encode(vals, idx + offset)
+    keys.sort(axis=1)
+    out[:, :take] = keys[:, ::-1]
     return out
+
+
+def _top_cols(L: np.ndarray, kk: int, thr: np.ndarray, offset: int) -> np.ndarray:
+    """Per column of ``L`` (a later user), keys of the entries (block users, id offset + row) that
+    can enter its top ``kk``: those at least ``thr`` (its current k-th similarity, 0 if unknown)
+    and, where ``thr`` is unknown, at least the column's own kk-th value. Returns (N, kk) keys."""
+    m, N = L.shape
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    lo = np.maximum(thr.astype(np.float32), tiny)
+    free = np.flatnonzero(thr <= 0)
+    take = min(kk, m)
+    if len(free) and take < m:
+        sub = torch.from_numpy(np.ascontiguousarray(L[:, free]))
+        lo[free] = np.maximum(torch.topk(sub, take, dim=0).values[-1].numpy(), tiny)
+    rows, cols = np.nonzero(L >= lo[None, :])
+    return _group_top(_encode(L[rows, cols], rows + offset), cols, N, kk)
 
 
 def _merge(a: np.ndarray, b: np.ndarray, kk: int) -> np.ndarray:
@@ -470,8 +520,8 @@ def _merge(a: np.ndarray, b: np.ndarray, kk: int) -> np.ndarray:
 
 
 def _auto_block_rows(n: int, workers: int, budget: int) -> int:
-    # per block row: the dense block (4 B per user), a transposed copy for the symmetric pass and
-    # the sparse product of one chunk (about 12 B per user when dense-ish)
+    # per block row: the dense block (4 B per user), masks and the sparse product (about 12 B per
+    # user when dense-ish) with its dense copy
     per_row = 24 * max(n, 1)
     b = budget // (max(workers, 1) * per_row)
     return int(min(max(b, 16), 4096))
@@ -496,10 +546,11 @@ def topk_neighbours(
     never its own neighbour and rows with zero (or negative) similarity are not neighbours.
 
     Rows are L2-normalised in float32 and processed in blocks of ``block_rows`` (chosen from
-    ``memory_budget`` when None) by ``workers`` threads: ``block @ X.T`` as a dense BLAS product
-    over the popular columns (``head_columns`` of them; chosen by a cost model when None) plus
-    sparse products over the rest, then a per-row partial sort. With ``rows=None`` each pair is
-    computed once (block against later users only) and offered to both users; the sparse tail is
+    ``memory_budget`` when None) by ``workers`` threads: ``block @ X.T`` as a dense product over
+    the popular columns (``head_columns`` of them; chosen by a cost model when None) plus a sparse
+    product over the rest, then a per-row partial sort (``torch.topk``) with exact tie handling.
+    With ``rows=None`` each pair is computed once (block against later users only) and offered
+    to both users, who keep it if it beats their current k-th neighbour; the sparse tail is
     transposed from ``n_suffixes`` evenly spaced block starts on (memory against wasted work).
     """
     if not sp.issparse(X):
@@ -527,45 +578,50 @@ def topk_neighbours(
     suffix_starts = sorted({starts[(i * len(starts)) // n_suffix] for i in range(n_suffix)})
     parts = _split_columns(Xn, head_columns, memory_budget, suffix_starts)
     out_keys = np.full((m_all, kk), -1, dtype=np.int64)
-
-    def work(start: int):
-        q = queries[start : start + B]
-        if symmetric:
-            a, m = int(q[0]), len(q)
-            D = _sims(parts, q, a)
-            D[np.arange(m), np.arange(m)] = -1.0  # self
-            row_keys = _top_keys(D, kk, a)
-            later = np.ascontiguousarray(D[:, m:].T)  # users a+m.. as rows, block users as columns
-            col_keys = _top_keys(later, min(kk, m), a) if later.size else None
-            return start, row_keys, col_keys
-        D = _sims(parts, q, 0)
-        D[np.arange(len(q)), q] = -1.0  # self
-        return start, _top_keys(D, kk, 0), None
-
     buffer = np.full((n, kk), -1, dtype=np.int64) if symmetric else None
+
+    def work(start: int, thr_later: np.ndarray | None):
+        q = queries[start : start + B]
+        m = len(q)
+        if not symmetric:
+            A = _block(parts, q, 0)
+            A[np.arange(m), q] = -1.0  # self
+            return start, _top_rows(A, kk, 0), None
+        a = int(q[0])
+        A = _block(parts, q, a)
+        A[np.arange(m), np.arange(m)] = -1.0  # self
+        row_keys = _top_rows(A, kk, a)
+        col_keys = _top_cols(A[:, m:], kk, thr_later, a) if A.shape[1] > m else None
+        return start, row_keys, col_keys
+
+    def submit(pool: ThreadPoolExecutor, start: int):
+        if symmetric:  # later users' k-th similarity offered so far: a bound that is never too high
+            return pool.submit(work, start, _kth_sim(buffer[min(start + B, n) :]))
+        return pool.submit(work, start, None)
+
     bar = tqdm(total=m_all, desc="neighbours", unit="user", disable=not progress, leave=False)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         todo = iter(starts)
         for s in todo:
-            pending.append(pool.submit(work, s))
+            pending.append(submit(pool, s))
             if len(pending) > workers:
                 break
         while pending:
             start, row_keys, col_keys = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(work, nxt))
             m = len(row_keys)
             if symmetric:
                 out_keys[start : start + m] = _merge(buffer[start : start + m], row_keys, kk)
                 if col_keys is not None:
                     later = buffer[start + m :]
-                    upd = np.flatnonzero(col_keys.max(axis=1) > later[:, -1])
+                    upd = np.flatnonzero(col_keys[:, 0] > later[:, -1])
                     if len(upd):
                         later[upd] = _merge(later[upd], col_keys[upd], kk)
             else:
-                out_keys[start : start + m] = _merge(row_keys, row_keys[:, :0], kk)
+                out_keys[start : start + m] = row_keys
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(submit(pool, nxt))
             bar.update(m)
     bar.close()
     idx, sim = _decode(out_keys)
@@ -624,6 +680,8 @@ def aggregate_scores(
 ) -> sp.csr_matrix:
     """Scores ``[n_rows, n_artists]``: the neighbours' raw count rows summed with their weights."""
     counts = sp.csr_matrix(counts)
+    if counts.dtype != np.float64:
+        counts = counts.astype(np.float64)
     idx = np.asarray(idx, dtype=np.int64)
     w = neighbour_weights(sim, idx, aggregation)
     valid = idx >= 0
@@ -636,7 +694,7 @@ def aggregate_scores(
         (w[valid], idx[valid], np.concatenate([[0], np.cumsum(valid.sum(axis=1))])),
         shape=(m, counts.shape[0]),
     )
-    return (W @ counts.astype(np.float64)).tocsr()
+    return (W @ counts).tocsr()
 
 
 def _top_n_row(vals: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
@@ -663,23 +721,26 @@ def recommend_top_n(
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    ex = sp.csr_matrix(exclude)
+    ex = sp.csr_matrix(exclude, copy=True)
     if ex.shape != scores.shape:
         raise ValueError(f"exclude must have the shape of scores {scores.shape}, got {ex.shape}")
-    ex.sum_duplicates()
+    ex.eliminate_zeros()
     ex.sort_indices()
     m = scores.shape[0]
     out = np.full((m, n), -1, dtype=np.int64)
     if sp.issparse(scores):
-        S = sp.csr_matrix(scores, dtype=np.float64, copy=True)
-        S.sum_duplicates()
-        heard = S.multiply(ex != 0).tocsr()
-        S = (S - heard).tocsr()
-        S.eliminate_zeros()
+        S = scores.tocsr()  # a CSR input is used as it is: it must not repeat a cell
         for r in range(m):
             a, b = S.indptr[r], S.indptr[r + 1]
-            if b > a:
-                out[r] = _top_n_row(S.data[a:b], S.indices[a:b].astype(np.int64), n)
+            if b == a:
+                continue
+            vals, cols = S.data[a:b], S.indices[a:b].astype(np.int64)
+            heard = ex.indices[ex.indptr[r] : ex.indptr[r + 1]]
+            if len(heard):
+                pos = np.minimum(np.searchsorted(heard, cols), len(heard) - 1)
+                unheard = heard[pos] != cols
+                vals, cols = vals[unheard], cols[unheard]
+            out[r] = _top_n_row(vals, cols, n)
         return out
     S = np.array(scores, dtype=np.float64, copy=True)
     if S.ndim != 2:
@@ -761,12 +822,13 @@ def cf_top_n(
     rows = _as_rows(rows, t.shape[0])
     if len(idx) != len(rows):
         raise ValueError(f"idx must have one row per user in rows ({len(rows)}), got {len(idx)}")
+    tf = t.astype(np.float64)
     out = np.full((len(rows), n), -1, dtype=np.int64)
     for s in tqdm(
         range(0, len(rows), block_rows), desc=aggregation, disable=not progress, leave=False
     ):
         e = s + block_rows
-        scores = aggregate_scores(idx[s:e], sim[s:e], t, aggregation)
+        scores = aggregate_scores(idx[s:e], sim[s:e], tf, aggregation)
         out[s:e] = recommend_top_n(scores, t[rows[s:e]], n)
     return out
 
@@ -958,25 +1020,22 @@ def bench_matrix(
 
     Artist popularity is Zipf-like (weight of rank r: ``(r + 1 + zipf_offset) ** -zipf_a``, columns
     shuffled): with the defaults the top artist reaches about a third of the users and the top 10%
-    of artists hold about 70% of the non-zeros. Users' distinct artists are lognormal
-    (``activity_sigma``); counts are geometric (mean 5).
+    of artists hold about 70% of the non-zeros. User activity is lognormal (``activity_sigma``);
+    each draw picks an artist by popularity and a user by activity, repeated draws of a cell
+    merge. Counts are geometric (mean 5). Every user has at least one artist.
     """
     rng = np.random.default_rng(seed)
-    act = rng.lognormal(0.0, activity_sigma, n_users)
-    act = np.clip(np.round(act / act.sum() * nnz * 1.07), 1, n_artists // 4).astype(np.int64)
+    activity = rng.lognormal(0.0, activity_sigma, n_users)
     weights = (np.arange(n_artists) + 1.0 + zipf_offset) ** -zipf_a
-    cdf = np.cumsum(weights)
+    draws = int(nnz * 1.08)  # repeated cells merge: draw a little more than the target
+    per_artist = rng.multinomial(draws, weights / weights.sum())
+    cols = np.repeat(rng.permutation(n_artists).astype(np.int64), per_artist)
+    cdf = np.cumsum(activity)
     cdf /= cdf[-1]
-    perm = rng.permutation(n_artists).astype(np.int64)
-    keys = np.empty(int(act.sum()), dtype=np.int64)
-    pos = 0
-    for lo in range(0, n_users, 4096):  # bounded temporaries
-        a = act[lo : lo + 4096]
-        r = np.repeat(np.arange(lo, lo + len(a), dtype=np.int64), a)
-        c = np.searchsorted(cdf, rng.random(len(r)), side="right").clip(max=n_artists - 1)
-        keys[pos : pos + len(r)] = r * n_artists + perm[c]
-        pos += len(r)
-    keys = np.unique(keys)
+    rows = np.searchsorted(cdf, rng.random(draws), side="right").clip(max=n_users - 1)
+    rows = np.concatenate([rows, np.arange(n_users)])  # nobody is left empty
+    cols = np.concatenate([cols, rng.integers(0, n_artists, n_users)])
+    keys = np.unique(rows * np.int64(n_artists) + cols)
     rows, cols = np.divmod(keys, n_artists)
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
@@ -1080,7 +1139,7 @@ def _extract_rows(counts: sp.csr_matrix, seed: int, max_users: int, max_rows: in
 
 
 def bench_seed_dense_10k(
-    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 500
+    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 200
 ) -> dict:
     """The dense baseline on the first ``max_users`` users' training matrix, for the first
     ``max_rows`` test users of its hold-out (its cost is linear in that number)."""
@@ -1092,7 +1151,7 @@ def bench_seed_dense_10k(
 
 
 def bench_ours_10k(
-    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 500
+    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 200
 ) -> dict:
     """``ours_top_n`` on exactly the input of ``bench_seed_dense_10k``."""
     train, rows = _extract_rows(counts, seed, max_users, max_rows)

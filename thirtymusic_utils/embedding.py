@@ -300,6 +300,7 @@ def sample_statistics(sample: StudySample) -> dict[str, float | int]:
 # The two-tower model
 # --------------------------------------------------------------------------------------------------
 
+USER_INPUTS = ("id", "history", "id+history")
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
@@ -310,6 +311,11 @@ class TowerConfig:
     The study's tower is ``TowerConfig(n_users, n_artists)``: embedding 10, layers (20, 20), sigmoid
     after every layer, cosine similarity. ``output_activation="none"`` drops the activation after the
     last layer (the output may then be negative); ``layer_sizes=()`` leaves the bare embedding.
+    ``user_input="history"`` feeds the user tower the mean of embeddings of the artists the user played
+    (weighted by log plays; see :meth:`TwoTower.set_history`) instead of a user-id embedding, like the
+    user towers of YouTube-style two-tower recommenders; ``"id+history"`` adds the two.
+    ``history_dropout``: in training, each history artist is left out with this probability (the rest
+    scaled up), so the tower learns to complete a history rather than to memorise it.
     """
 
     n_users: int
@@ -320,6 +326,8 @@ class TowerConfig:
     output_activation: str = "sigmoid"
     similarity: str = "cosine"
     init_std: float | None = None  # None: PyTorch's default N(0, 1) for the embeddings
+    user_input: str = "id"
+    history_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
@@ -336,6 +344,10 @@ class TowerConfig:
                 )
         if self.similarity not in ("cosine", "dot"):
             raise ValueError(f"similarity must be 'cosine' or 'dot', got {self.similarity!r}")
+        if not 0.0 <= self.history_dropout < 1.0:
+            raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
+        if self.user_input not in USER_INPUTS:
+            raise ValueError(f"user_input must be one of {USER_INPUTS}, got {self.user_input!r}")
 
     @property
     def output_dim(self) -> int:
@@ -358,10 +370,11 @@ class TowerConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _tower(n: int, cfg: TowerConfig) -> nn.Sequential:
-    """``Embedding(n, d)`` then Linear layers with the configured activations."""
-    layers: list[nn.Module] = [nn.Embedding(n, cfg.embedding_dim)]
-    if cfg.init_std is not None:
+def _tower(n: int, cfg: TowerConfig, embedding: bool = True) -> nn.Sequential:
+    """``Embedding(n, d)`` (``Identity`` when ``embedding`` is False) then Linear layers with the
+    configured activations."""
+    layers: list[nn.Module] = [nn.Embedding(n, cfg.embedding_dim) if embedding else nn.Identity()]
+    if embedding and cfg.init_std is not None:
         nn.init.normal_(layers[0].weight, std=cfg.init_std)
     width = cfg.embedding_dim
     for i, size in enumerate(cfg.layer_sizes):
@@ -375,22 +388,97 @@ def _tower(n: int, cfg: TowerConfig) -> nn.Sequential:
 
 
 class TwoTower(nn.Module):
-    """Two towers of the same shape over user ids and artist ids; a pair's score is their similarity."""
+    """Two towers of the same shape over user ids and artist ids; a pair's score is their similarity.
+
+    With ``config.user_input`` ``"history"`` (or ``"id+history"``) the user tower's input is a weighted
+    sum of a second artist embedding (``user_history``) over the user's played artists (plus the
+    user-id embedding); the histories are buffers (saved in the ``state_dict``) set by
+    :meth:`set_history`.
+    """
 
     def __init__(self, config: TowerConfig) -> None:
         super().__init__()
         self.config = config
-        self.user_tower = _tower(config.n_users, config)
+        self.user_tower = _tower(config.n_users, config, embedding=config.user_input != "history")
         self.artist_tower = _tower(config.n_artists, config)
+        self.user_history: nn.EmbeddingBag | None = None
+        if config.user_input != "id":
+            self.user_history = nn.EmbeddingBag(config.n_artists, config.embedding_dim, mode="sum")
+            nn.init.normal_(self.user_history.weight, std=config.init_std or 1.0)
+            self.register_buffer("hist_indptr", torch.zeros(config.n_users + 1, dtype=torch.int64))
+            self.register_buffer("hist_indices", torch.zeros(0, dtype=torch.int64))
+            self.register_buffer("hist_weights", torch.zeros(0, dtype=torch.float32))
 
-    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """Output of the user tower for user indices (``[len(users), output_dim]``)."""
-        return self.user_tower(users)
+    @property
+    def has_history(self) -> bool:
+        return self.user_history is not None
+
+    def set_history(self, counts: sp.spmatrix) -> TwoTower:
+        """Set the users' histories from a users x artists count matrix (weights log1p(plays), summing
+        to 1 per user). Only for ``user_input="id+history"``."""
+        if not self.has_history:
+            raise ValueError("this model's user tower has no history input (user_input='id')")
+        csr = _check_counts(counts)
+        if csr.shape != (self.config.n_users, self.config.n_artists):
+            raise ValueError(
+                f"history matrix has shape {csr.shape}, the model {self.config.n_users, self.config.n_artists}"
+            )
+        w = np.log1p(csr.data.astype(np.float64))
+        sums = np.add.reduceat(w, csr.indptr[:-1]) if csr.nnz else np.zeros(csr.shape[0])
+        sums = np.where(np.diff(csr.indptr) > 0, sums, 1.0)
+        w = w / np.repeat(sums, np.diff(csr.indptr))
+        return self.set_history_arrays(
+            torch.as_tensor(csr.indptr.astype(np.int64)),
+            torch.as_tensor(csr.indices.astype(np.int64)),
+            torch.as_tensor(w.astype(np.float32)),
+        )
+
+    def set_history_arrays(
+        self, indptr: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor
+    ) -> TwoTower:
+        """Set the history buffers directly (CSR arrays; used when loading a checkpoint)."""
+        dev = self.artist_tower[0].weight.device
+        self.hist_indptr = indptr.to(dev, torch.int64)
+        self.hist_indices = indices.to(dev, torch.int64)
+        self.hist_weights = weights.to(dev, torch.float32)
+        return self
+
+    def _history_sum(self, users: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+        """Weighted sum of ``user_history`` embeddings over each user's artists, ``drop[i]`` left out."""
+        starts = self.hist_indptr[users]
+        lens = self.hist_indptr[users + 1] - starts
+        offsets = torch.cumsum(lens, 0) - lens
+        total = int(lens.sum())
+        pos = torch.repeat_interleave(starts - offsets, lens) + torch.arange(
+            total, device=users.device
+        )
+        items = self.hist_indices[pos]
+        w = self.hist_weights[pos]
+        if drop is not None:
+            w = w * (items != torch.repeat_interleave(drop, lens)).to(w.dtype)
+        p = self.config.history_dropout
+        if self.training and p > 0:
+            keep = torch.rand(w.shape, device=w.device) >= p
+            w = w * keep.to(w.dtype) / (1.0 - p)
+        return self.user_history(items, offsets, per_sample_weights=w)
+
+    def user_vectors(self, users: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Output of the user tower for user indices (``[len(users), output_dim]``).
+
+        ``drop`` (one artist per user) is left out of the user's history: training scores a played
+        artist without letting the user tower see it.
+        """
+        if not self.has_history:
+            return self.user_tower(users)
+        x = self._history_sum(users, drop)
+        if self.config.user_input == "id+history":
+            x = x + self.user_tower[0](users)
+        return self.user_tower[1:](x)
 
     def artist_vectors(self, artists: torch.Tensor | None = None) -> torch.Tensor:
         """Output of the artist tower (all artists when ``artists`` is None)."""
         if artists is None:
-            artists = torch.arange(self.config.n_artists, device=self.user_tower[0].weight.device)
+            artists = torch.arange(self.config.n_artists, device=self.artist_tower[0].weight.device)
         return self.artist_tower(artists)
 
     def similarity(self, u: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

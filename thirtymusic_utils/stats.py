@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -250,7 +251,9 @@ def study_ttest(
     rng = np.random.default_rng(seed)
     a = subsample_means(values_a, n_subsamples, fraction, rng)
     b = subsample_means(values_b, n_subsamples, fraction, rng)
-    res = sps.ttest_ind(a, b)
+    with warnings.catch_warnings():  # identical means give NaN (reported), not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sps.ttest_ind(a, b)
     return StudyTTest(a, b, float(res.statistic), float(res.pvalue))
 
 
@@ -710,7 +713,9 @@ def simulate_study_false_positives(
     for s in grid:
         ma = rng.hypergeometric(ka[:, None], n_users - ka[:, None], m, size=(n_reps, s)) / m
         mb = rng.hypergeometric(kb[:, None], n_users - kb[:, None], m, size=(n_reps, s)) / m
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            # repetitions whose means are (nearly) all equal give NaN or imprecise p: not warned
+            warnings.simplefilter("ignore", RuntimeWarning)
             p = np.asarray(sps.ttest_ind(ma, mb, axis=1).pvalue, dtype=float)
         if s == n_subsamples_main:
             p_main = p

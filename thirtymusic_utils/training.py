@@ -40,11 +40,22 @@ from .embedding import (
     _check_counts,
     _row_of_entry,
     resolve_device,
+    sample_unheard,
     study_sample,
 )
 from .paths import artifacts_dir
 
 __all__ = [
+    "ABLATION",
+    "OUTCOMES_04_FILE",
+    "TRAIN_PROFILES",
+    "most_listened",
+    "outcomes_04_frame",
+    "profile_settings",
+    "run_ablation",
+    "save_outcomes_04",
+    "similar_artists_table",
+    "ID_TOWER",
     "IMPROVED_TOWER",
     "ImprovedRun",
     "SeedRun",
@@ -112,6 +123,7 @@ class TrainConfig:
     train_fraction: float = 1.0
     pair_weighting: str = "binary"
     sparse_embeddings: bool = False
+    negatives_per_positive: int = 4
 
     def __post_init__(self) -> None:
         if self.loss not in ("cosine_embedding", "softmax", "bpr"):
@@ -170,29 +182,39 @@ SEED_TRAIN = TrainConfig(
     train_fraction=0.01,
 )
 
-#: The corrected towers: wider, no squashing sigmoid on the output (cosine of non-negative vectors can
-#: never be negative, so the study's model cannot push an artist away from a user).
+#: The corrected towers: a wider embedding and no squashing sigmoid (a cosine of non-negative vectors is
+#: never negative, so the study's towers cannot push an artist away from a user); the user tower reads
+#: the user's played artists (mean of a second artist embedding, weighted by log plays, half of them
+#: dropped at random in training) instead of a user-id embedding that must be learnt from each user's
+#: few pairs alone.
 IMPROVED_TOWER: dict[str, Any] = {
     "embedding_dim": 64,
-    "layer_sizes": (64,),
-    "activation": "relu",
+    "layer_sizes": (),
+    "activation": "none",
     "output_activation": "none",
     "similarity": "cosine",
     "init_std": 0.1,
+    "user_input": "history",
+    "history_dropout": 0.5,
 }
 
-#: The corrected training: every training pair, sampled-softmax ranking loss, no learning-rate decay.
+#: The ablation's id-based towers: the improved shape but the study's user-id input.
+ID_TOWER: dict[str, Any] = {**IMPROVED_TOWER, "user_input": "id", "history_dropout": 0.0}
+
+#: The corrected training: every training pair weighted by log plays, sampled-softmax ranking loss,
+#: no learning-rate decay, sparse Adam, early stopping on validation HR@10.
 IMPROVED_TRAIN = TrainConfig(
     name="improved",
     loss="softmax",
-    epochs=30,
+    epochs=20,
     batch_size=1024,
-    lr=3e-3,
+    lr=0.01,
     scheduler_step="none",
     n_negatives=1024,
     temperature=0.1,
     eval_every=1,
     patience=3,
+    pair_weighting="log",
     sparse_embeddings=True,
 )
 
@@ -430,7 +452,7 @@ def _batch_loss(
     gen: torch.Generator,
 ) -> torch.Tensor:
     """Loss of one batch (``values``: ±1 targets for cosine_embedding, example weights otherwise)."""
-    u = model.user_vectors(users)
+    u = model.user_vectors(users, drop=artists) if model.has_history else model.user_vectors(users)
     a = model.artist_vectors(artists)
     if config.loss == "cosine_embedding":
         return F.cosine_embedding_loss(u, a, values)
@@ -492,6 +514,10 @@ def fit(
         raise ValueError(f"artist indices must lie in [0, {cfg.n_artists})")
     if config.loss == "cosine_embedding" and not np.isin(values, (-1.0, 1.0)).all():
         raise ValueError("cosine_embedding needs targets of +1 or -1")
+    if model.has_history and len(model.hist_indices) == 0:
+        raise ValueError(
+            "the model's user tower reads histories: call model.set_history(counts) first"
+        )
     if config.loss != "cosine_embedding" and (values <= 0).any():
         raise ValueError(
             f"{config.loss} needs positive example weights (only positives as examples)"
@@ -520,11 +546,16 @@ def _fit(
 ) -> TrainResult:
     start_time = time.perf_counter()
     model = model.to(dev)
+    torch.manual_seed(int(seed))  # in-model randomness (history dropout)
     gen = torch.Generator().manual_seed(int(seed))
     t_users = torch.as_tensor(users)
     t_artists = torch.as_tensor(artists)
     t_values = torch.as_tensor(values)
-    embeddings = [model.user_tower[0], model.artist_tower[0]]
+    embeddings = [
+        m for m in (model.user_tower[0], model.artist_tower[0]) if isinstance(m, nn.Embedding)
+    ]
+    if model.user_history is not None:
+        embeddings.append(model.user_history)
     if config.sparse_embeddings:
         for emb in embeddings:
             emb.sparse = True
@@ -714,6 +745,8 @@ def load_checkpoint(
     model = TwoTower(TowerConfig.from_dict(meta["tower"]))
     dev = resolve_device(device)
     state = torch.load(state_path, map_location=dev, weights_only=True)
+    if model.has_history:
+        model.set_history_arrays(state["hist_indptr"], state["hist_indices"], state["hist_weights"])
     model.load_state_dict(state)
     return model.to(dev).eval(), meta
 
@@ -791,6 +824,8 @@ def bench_train_epoch_full(
     csr = _check_counts(counts)
     users, artists, w = train_pairs(csr, IMPROVED_TRAIN.pair_weighting)
     model = new_model(csr.shape[0], csr.shape[1], IMPROVED_TOWER, seed)
+    if model.has_history:
+        model.set_history(csr)
     cfg = IMPROVED_TRAIN.replace(epochs=1, patience=0)
     result = fit(model, users, artists, w, cfg, seed=seed, device=device, progress=False)
     seconds = float(result.history["epoch_seconds"].iloc[0])
@@ -954,8 +989,10 @@ def validation_split(
         val = holdout_split(
             csr, seed, candidate_rows=candidates, min_artists=ma, ranks=(2, min(6, ma + 1))
         )
-        best = (val, ma)
-        if len(val.test_rows) >= min_users:
+        # a lower threshold is only taken when it adds validation users
+        if best is None or len(val.test_rows) > len(best[0].test_rows):
+            best = (val, ma)
+        if len(best[0].test_rows) >= min_users:
             break
     assert best is not None
     if len(best[0].test_rows) == 0:
@@ -971,28 +1008,194 @@ def run_improved(
     config: TrainConfig = IMPROVED_TRAIN,
     tower: dict[str, Any] | None = None,
     min_val_users: int = 500,
+    val: tuple[Any, int] | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> ImprovedRun:
     """Train the ``improved`` configuration on chapter 02's training matrix.
 
-    Validation users are carved from the non-test users (:func:`validation_split`); the model trains on
-    every pair of the remaining training matrix (the test users' rows included, as kNN uses them) and
-    early-stops on validation HR@10.
+    Validation users are carved from the non-test users (:func:`validation_split`, or ``val`` when
+    given as its result); the model trains on every pair of the remaining training matrix (the test
+    users' rows included, as kNN uses them) and early-stops on validation HR@10. With
+    ``loss="cosine_embedding"`` the pairs are +1 examples and ``negatives_per_positive`` unheard
+    artists per pair (uniform, per user) the -1 examples.
     """
-    val, ma = validation_split(train, test_rows, seed, min_users=min_val_users)
-    users, artists, w = train_pairs(val.train, config.pair_weighting)
+    vsplit, ma = (
+        val
+        if val is not None
+        else validation_split(train, test_rows, seed, min_users=min_val_users)
+    )
+    users, artists, w = train_pairs(vsplit.train, config.pair_weighting)
+    if config.loss == "cosine_embedding":
+        n_unheard = vsplit.train.shape[1] - np.diff(vsplit.train.indptr)
+        want = config.negatives_per_positive * np.diff(vsplit.train.indptr)
+        neg_u, neg_a = sample_unheard(vsplit.train, np.minimum(want, n_unheard), seed)
+        users = np.concatenate([users, neg_u])
+        artists = np.concatenate([artists, neg_a])
+        w = np.concatenate([np.ones(len(w), np.float32), -np.ones(len(neg_u), np.float32)])
     csr = _check_counts(train)
     model = new_model(csr.shape[0], csr.shape[1], tower or IMPROVED_TOWER, seed)
+    if model.has_history:
+        model.set_history(vsplit.train)
     result = fit(
         model,
         users,
         artists,
         w,
         config,
-        validate=lambda m: holdout_hit_rate(m, val.test_rows, val.hidden_cols, val.train),
+        validate=lambda m: holdout_hit_rate(m, vsplit.test_rows, vsplit.hidden_cols, vsplit.train),
         seed=seed,
         device=device,
         progress=progress,
     )
-    return ImprovedRun(model=model, result=result, config=config, val_split=val, val_min_artists=ma)
+    return ImprovedRun(
+        model=model, result=result, config=config, val_split=vsplit, val_min_artists=ma
+    )
+
+
+#: The ablation of chapter 04: from the study's choices to the improved configuration, one step at a
+#: time, each trained on the same validation hold-out (name -> (tower, training changes)).
+ABLATION: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "study towers and loss, all pairs + 1 negative each, constant lr": (
+        SEED_TOWER,
+        {"loss": "cosine_embedding", "negatives_per_positive": 1, "pair_weighting": "binary"},
+    ),
+    "study towers, sampled-softmax loss": (SEED_TOWER, {}),
+    "id towers (64-d, no sigmoid), sampled softmax": (ID_TOWER, {}),
+    "history user tower, no dropout": ({**IMPROVED_TOWER, "history_dropout": 0.0}, {}),
+}
+
+
+def run_ablation(
+    train: sp.spmatrix,
+    test_rows: np.ndarray,
+    seed: int = 0,
+    *,
+    epochs: int = 5,
+    val: tuple[Any, int] | None = None,
+    variants: dict[str, tuple[dict[str, Any], dict[str, Any]]] | None = None,
+    reference: ImprovedRun | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Validation HR@10 per epoch of each variant (default :data:`ABLATION`), ``epochs`` epochs each.
+
+    Returns a long table: variant, epoch, loss, val_metric. No early stopping, so every curve is whole.
+    ``reference`` (the improved run, trained with the same seed and data) adds its first ``epochs``
+    epochs as the last variant instead of training it again (training is deterministic per seed).
+    """
+    val = val if val is not None else validation_split(train, test_rows, seed)
+    frames = []
+    for name, (tower, changes) in (variants or ABLATION).items():
+        cfg = IMPROVED_TRAIN.replace(
+            **{**changes, "epochs": epochs, "patience": 0, "name": "ablation"}
+        )
+        run = run_improved(
+            train,
+            test_rows,
+            seed,
+            config=cfg,
+            tower=tower,
+            val=val,
+            device=device,
+            progress=progress,
+        )
+        h = run.result.history[["epoch", "loss", "val_metric"]].copy()
+        h.insert(0, "variant", name)
+        frames.append(h)
+    if reference is not None:
+        h = reference.result.history[["epoch", "loss", "val_metric"]]
+        h = h[h["epoch"] <= epochs].copy()
+        h.insert(0, "variant", f"improved ({reference.config.name})")
+        frames.append(h)
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook helpers: profile settings, outcomes, similar-artist tables
+# --------------------------------------------------------------------------------------------------
+
+#: Epoch budgets per profile (the ``default`` profile keeps chapter 04 within about 3 minutes on 2 cores).
+TRAIN_PROFILES: dict[str, dict[str, int]] = {
+    "tiny": {"seed_epochs": 40, "improved_epochs": 4, "ablation_epochs": 2},
+    "default": {"seed_epochs": 100, "improved_epochs": 20, "ablation_epochs": 3},
+    "full": {"seed_epochs": 100, "improved_epochs": 30, "ablation_epochs": 3},
+}
+
+
+def profile_settings(profile: str) -> dict[str, int]:
+    """Epoch budgets of a profile (see :data:`TRAIN_PROFILES`)."""
+    if profile not in TRAIN_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: expected one of {sorted(TRAIN_PROFILES)}")
+    return dict(TRAIN_PROFILES[profile])
+
+
+def most_listened(counts: sp.spmatrix, n: int = 3) -> np.ndarray:
+    """Columns of the ``n`` artists with the most plays (ties: lower column first)."""
+    csr = _check_counts(counts)
+    plays = np.asarray(csr.sum(axis=0)).ravel()
+    order = np.lexsort((np.arange(len(plays)), -plays))
+    return order[:n].astype(np.int64)
+
+
+def similar_artists_table(
+    names: np.ndarray,
+    model: TwoTower,
+    train: sp.spmatrix,
+    cols: np.ndarray,
+    n: int = 10,
+) -> pd.DataFrame:
+    """For each artist column: its ``n`` nearest artists by the model (cosine of artist-tower outputs)
+    beside chapter 02's item neighbours (``cf.similar_artists`` on the training matrix), with names."""
+    from .cf import similar_artists
+
+    names = np.asarray(names, dtype=object)
+
+    def label(c: int) -> str:
+        return str(names[c]) if c >= 0 and names[c] else ("" if c < 0 else f"artist column {c}")
+
+    records = []
+    for col in np.asarray(cols, dtype=np.int64):
+        emb_c, emb_s = similar_artists_embedding(model, int(col), n)
+        cf_c, cf_s = similar_artists(sp.csr_matrix(train), int(col), n)
+        for i in range(n):
+            records.append(
+                {
+                    "artist": label(int(col)),
+                    "rank": i + 1,
+                    "embedding": label(int(emb_c[i])) if i < len(emb_c) else "",
+                    "embedding_cosine": float(emb_s[i]) if i < len(emb_s) else float("nan"),
+                    "cf": label(int(cf_c[i])) if i < len(cf_c) else "",
+                    "cf_cosine": float(cf_s[i]) if i < len(cf_s) and cf_c[i] >= 0 else float("nan"),
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+OUTCOMES_04_FILE = "outcomes_04.csv"
+
+
+def outcomes_04_frame(
+    outcomes_02: pd.DataFrame, rank_seed: np.ndarray, rank_improved: np.ndarray
+) -> pd.DataFrame:
+    """Chapter 04's per-user outcomes: chapter 02's (user_id, artist_id) pairs, in order, with the
+    embedding models' ranks (0 = miss, else 1..10)."""
+    n = len(outcomes_02)
+    for name, r in (("rank_seed", rank_seed), ("rank_improved", rank_improved)):
+        if len(r) != n:
+            raise ValueError(f"{name} has {len(r)} values, outcomes_02 has {n} rows")
+    return pd.DataFrame(
+        {
+            "user_id": outcomes_02["user_id"].to_numpy(np.int64),
+            "artist_id": outcomes_02["artist_id"].to_numpy(np.int64),
+            "rank_embedding_seed": np.asarray(rank_seed, dtype=np.int64),
+            "rank_embedding_improved": np.asarray(rank_improved, dtype=np.int64),
+        }
+    )
+
+
+def save_outcomes_04(frame: pd.DataFrame, build_dir: str | os.PathLike | None) -> Path:
+    """Write ``BUILD_DIR/artifacts/outcomes_04.csv``."""
+    path = artifacts_dir(build_dir) / OUTCOMES_04_FILE
+    frame.to_csv(path, index=False)
+    return path

@@ -1,0 +1,80 @@
+"""Papermill smoke tests of chapters 03 and 04 on the tiny profile (after chapters 01 and 02)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("name", ["03_embeddings", "04_training"])
+def test_notebook_follows_the_template(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "thirtymusic"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]} · ")
+    params = nb.cells[1]
+    assert "parameters" in params.metadata.get("tags", [])
+    for p in ("data_dir", "build_dir", "seed", "profile"):
+        assert f"{p} =" in params.source
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert not any(
+        line.lstrip().startswith(("def ", "class ")) for c in code for line in c.source.splitlines()
+    )
+    assert nb.cells[-1].cell_type == "markdown" and "{glue:text}" in nb.cells[-1].source
+
+
+def test_chapter_03_on_tiny(tiny_book):
+    results = tiny_book.run("03_embeddings")
+    assert results["n_sample"] == results["n_positives"] + results["n_negatives"]
+    assert results["n_negatives"] == 0  # a tiny catalogue: the study's rule yields no negatives
+    assert results["n_positives"] > 0
+    assert 0.0 <= results["hidden_positive_share"] <= 1.0
+    assert results["init_cosine_seed_min"] > 0.0  # sigmoid outputs: every cosine positive
+
+
+def test_chapter_04_on_tiny(tiny_book):
+    results = tiny_book.run("04_training")
+    for key in ("hr_at_10_embedding", "hr_at_10_embedding_seed", "study_metric_seed", "val_metric_best",
+                "ndcg_at_10_embedding", "mrr_at_10_embedding"):  # fmt: skip
+        assert 0.0 <= results[key] <= 1.0, key
+    artifacts = tiny_book.build_dir / "artifacts"
+    out2 = pd.read_csv(artifacts / "outcomes_02.csv")
+    out4 = pd.read_csv(artifacts / "outcomes_04.csv")
+    assert list(out4.columns) == [
+        "user_id",
+        "artist_id",
+        "rank_embedding_seed",
+        "rank_embedding_improved",
+    ]
+    assert out4[["user_id", "artist_id"]].equals(out2[["user_id", "artist_id"]])
+    for col in ("rank_embedding_seed", "rank_embedding_improved"):
+        assert out4[col].between(0, 10).all()
+    hr = float((out4["rank_embedding_improved"] > 0).mean())
+    assert hr == pytest.approx(results["hr_at_10_embedding"])
+    for config in ("seed", "improved"):
+        folder = artifacts / "checkpoints" / config
+        assert (folder / "model.pt").exists()
+        meta = json.loads((folder / "config.json").read_text())
+        assert meta["tower"]["n_artists"] > 0 and meta["train"]["name"] == config
+
+
+def test_chapter_04_checkpoint_reloads(tiny_book):
+    from thirtymusic_utils.cf import load_split
+    from thirtymusic_utils.training import load_checkpoint, rank_hidden
+
+    tiny_book.run("04_training")
+    split = load_split(tiny_book.build_dir)
+    model, _ = load_checkpoint(
+        tiny_book.build_dir / "artifacts" / "checkpoints" / "improved", "cpu"
+    )
+    ranks = rank_hidden(model, split.test_rows, split.hidden_cols, split.train)
+    out4 = pd.read_csv(tiny_book.build_dir / "artifacts" / "outcomes_04.csv")
+    assert np.array_equal(ranks, out4["rank_embedding_improved"].to_numpy())
