@@ -39,6 +39,7 @@ import torch
 from scipy.linalg.blas import sgemm
 from tqdm import tqdm
 
+from .matrix import csr_arrays, csr_from_arrays
 from .metrics import (
     catalogue_coverage,
     hit_ranks,
@@ -49,7 +50,7 @@ from .metrics import (
     ndcg_at_k,
     ranking_metrics,
 )
-from .paths import artifacts_dir, build_path
+from .paths import artifacts_dir, build_path, require_artifact
 
 __all__ = [
     "AGGREGATIONS",
@@ -242,13 +243,9 @@ def holdout_split(
 def save_split(split: Split, build_dir: str | os.PathLike | None, name: str = SPLIT_FILE) -> Path:
     """Write the split to ``BUILD_DIR/artifacts/split.npz`` (or ``name``)."""
     path = artifacts_dir(build_dir) / name
-    t = split.train
     np.savez_compressed(
         path,
-        data=t.data,
-        indices=t.indices,
-        indptr=t.indptr,
-        shape=np.asarray(t.shape, dtype=np.int64),
+        **csr_arrays(split.train),
         test_rows=split.test_rows,
         hidden_cols=split.hidden_cols,
         hidden_rank=split.hidden_rank,
@@ -258,15 +255,9 @@ def save_split(split: Split, build_dir: str | os.PathLike | None, name: str = SP
 
 def load_split(build_dir: str | os.PathLike | None, name: str = SPLIT_FILE) -> Split:
     """Read the split written by chapter 02 (``save_split``)."""
-    path = build_path(build_dir) / "artifacts" / name
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: execute notebooks/02_collaborative_filtering.ipynb first"
-        )
+    path = require_artifact(build_dir, name, "02_collaborative_filtering")
     with np.load(path) as z:
-        train = sp.csr_matrix(
-            (z["data"], z["indices"], z["indptr"]), shape=tuple(int(s) for s in z["shape"])
-        )
+        train = csr_from_arrays(z)
         return Split(
             train,
             z["test_rows"].astype(np.int64),

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .paths import artifacts_dir, build_path
+from .paths import artifacts_dir, require_artifact
 
 MATRIX_FILE = "matrix.npz"
 ARTISTS_FILE = "artists.csv"
@@ -80,16 +80,29 @@ def build_matrix(plays: pd.DataFrame, artists: pd.DataFrame | None = None) -> Us
     return UserArtistMatrix(counts, user_ids, artist_ids, names)
 
 
+def csr_arrays(matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """The arrays of a CSR matrix, ready for ``np.savez`` (read back with :func:`csr_from_arrays`)."""
+    return {
+        "data": matrix.data,
+        "indices": matrix.indices,
+        "indptr": matrix.indptr,
+        "shape": np.asarray(matrix.shape, dtype=np.int64),
+    }
+
+
+def csr_from_arrays(z) -> sp.csr_matrix:
+    """The CSR matrix stored by :func:`csr_arrays` in an ``np.load`` result."""
+    return sp.csr_matrix(
+        (z["data"], z["indices"], z["indptr"]), shape=tuple(int(s) for s in z["shape"])
+    )
+
+
 def save_matrix(matrix: UserArtistMatrix, build_dir: str | os.PathLike | None) -> Path:
     """Write the matrix, its id maps and names to ``BUILD_DIR/artifacts``."""
     out = artifacts_dir(build_dir)
-    c = matrix.counts
     np.savez_compressed(
         out / MATRIX_FILE,
-        data=c.data,
-        indices=c.indices,
-        indptr=c.indptr,
-        shape=np.asarray(c.shape, dtype=np.int64),
+        **csr_arrays(matrix.counts),
         user_ids=matrix.user_ids,
         artist_ids=matrix.artist_ids,
     )
@@ -101,18 +114,11 @@ def save_matrix(matrix: UserArtistMatrix, build_dir: str | os.PathLike | None) -
 
 def load_matrix(build_dir: str | os.PathLike | None) -> UserArtistMatrix:
     """Read the matrix written by chapter 01 (``save_matrix``)."""
-    folder = build_path(build_dir) / "artifacts"
-    path = folder / MATRIX_FILE
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: execute notebooks/01_user_artist_matrix.ipynb first"
-        )
+    path = require_artifact(build_dir, MATRIX_FILE, "01_user_artist_matrix")
     with np.load(path) as z:
-        counts = sp.csr_matrix(
-            (z["data"], z["indices"], z["indptr"]), shape=tuple(int(s) for s in z["shape"])
-        )
+        counts = csr_from_arrays(z)
         user_ids, artist_ids = z["user_ids"], z["artist_ids"]
-    names = pd.read_csv(folder / ARTISTS_FILE, keep_default_na=False, dtype={"name": str})
+    names = pd.read_csv(path.with_name(ARTISTS_FILE), keep_default_na=False, dtype={"name": str})
     return UserArtistMatrix(counts, user_ids, artist_ids, names["name"].to_numpy(object))
 
 

@@ -37,6 +37,14 @@ def synthetic_data_dir(profile: str, seed: int, build_dir: str | os.PathLike | N
     return build_path(build_dir) / "data" / f"synthetic-{profile}-seed{seed}"
 
 
+def require_artifact(build_dir: str | os.PathLike | None, name: str, producer: str) -> Path:
+    """Path of an artifact an earlier notebook writes; a clear error names that notebook if missing."""
+    path = build_path(build_dir) / "artifacts" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: execute notebooks/{producer}.ipynb first")
+    return path
+
+
 def _plain(value: Any) -> Any:
     """A JSON-safe scalar: numpy numbers become Python numbers, NaN becomes None."""
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
