@@ -23,6 +23,7 @@ from thirtymusic_utils.embedding import (
     sample_statistics,
     sample_unheard,
     study_sample,
+    top_per_row,
 )
 from thirtymusic_utils.metrics import hit_ranks
 from thirtymusic_utils.training import (
@@ -184,6 +185,7 @@ def test_sample_unheard_draws_distinct_unheard_artists(counts, seed, frac):
     assert ((cols >= 0) & (cols < counts.shape[1])).all()
     pairs = rows * counts.shape[1] + cols
     assert len(np.unique(pairs)) == len(pairs)
+    assert (np.diff(pairs) > 0).all()  # sorted by row, then column
     dense = counts.toarray()
     for u in range(counts.shape[0]):  # brute force: the drawn columns are a subset of the unheard
         assert set(cols[rows == u].tolist()) <= set(np.flatnonzero(dense[u] == 0).tolist())
@@ -542,7 +544,7 @@ def test_validation_split_lowers_threshold_until_enough_users():
     rng = np.random.default_rng(6)
     counts = random_counts(rng, 200, 60, 0.12)  # about 7 artists per user
     test_rows = np.arange(0, 200, 3)
-    val, used = validation_split(counts, test_rows, 0, min_users=20)
+    val, used = validation_split(counts, test_rows, 0, pool="non_test", min_users=20)
     assert len(val.test_rows) >= 20 and 5 <= used <= 10
     assert not set(val.test_rows.tolist()) & set(test_rows.tolist())
     nnz = np.diff(counts.indptr)
@@ -553,11 +555,27 @@ def test_run_improved_on_planted_data():
     counts = planted(n_per_group=40, n_artists_per_group=30)
     test_rows = np.arange(0, 80, 4)
     cfg = IMPROVED_TRAIN.replace(epochs=3, batch_size=128, n_negatives=16)
-    run = run_improved(counts, test_rows, 0, config=cfg, min_val_users=5, progress=False)
-    assert len(run.val_split.test_rows) >= 5
+    run = run_improved(counts, test_rows, 0, config=cfg, val_pool="non_test", progress=False)
+    assert len(run.val_split.test_rows) >= 1
     assert not set(run.val_split.test_rows.tolist()) & set(test_rows.tolist())
     assert run.result.history["val_metric"].notna().all()
     assert run.result.best_metric == run.result.history["val_metric"].max()
+    # after training the user tower reads the complete rows of the training matrix
+    assert run.model.hist_indices.tolist() == counts.indices.tolist()
+    assert run.val_split.train.nnz == counts.nnz - len(run.val_split.test_rows)
+
+
+def test_validation_split_pool_all_is_chapter_02_protocol():
+    from thirtymusic_utils.cf import holdout_split
+
+    counts = random_counts(np.random.default_rng(10), 120, 40, 0.4)
+    val, used = validation_split(counts, np.arange(10), 3, pool="all")
+    want = holdout_split(counts, 4)
+    assert used == 10
+    assert np.array_equal(val.test_rows, want.test_rows)
+    assert np.array_equal(val.hidden_cols, want.hidden_cols)
+    with pytest.raises(ValueError, match="pool"):
+        validation_split(counts, np.arange(10), 3, pool="some")
 
 
 def test_output_cosines():
@@ -649,3 +667,28 @@ def test_history_tower_recovers_planted_groups():
     assert res.history["loss"].iloc[-1] < 0.8 * res.history["loss"].iloc[0]
     top = top_n(model, np.arange(counts.shape[0]), counts, n=3)
     assert (top // 12 == (np.arange(counts.shape[0]) // 30)[:, None]).mean() > 0.95
+
+
+@settings(max_examples=40, deadline=None)
+@given(count_matrices(), st.integers(0, 6))
+def test_top_per_row_matches_brute_force(counts, k):
+    got = top_per_row(counts, k).toarray()
+    dense = counts.toarray()
+    for u in range(dense.shape[0]):
+        nz = np.flatnonzero(dense[u])
+        order = sorted(nz.tolist(), key=lambda j: (-dense[u, j], j))
+        keep = order if k == 0 else order[:k]
+        want = np.zeros_like(dense[u])
+        want[keep] = dense[u, keep]
+        assert got[u].tolist() == want.tolist()
+
+
+def test_max_history_keeps_the_most_played_artists():
+    counts = sp.csr_matrix(np.array([[5, 1, 3, 2], [0, 4, 0, 0], [0, 0, 0, 0]], dtype=np.int64))
+    tower = {**IMPROVED_TOWER, "max_history": 2}
+    model = new_model(3, 4, tower).set_history(counts)  # the last user (no plays) is the edge case
+    assert model.hist_indptr.tolist() == [0, 2, 3, 3]
+    assert model.hist_indices.tolist() == [0, 2, 1]
+    assert model.hist_weights.tolist() == pytest.approx(
+        [np.log1p(5) / (np.log1p(5) + np.log1p(3)), np.log1p(3) / (np.log1p(5) + np.log1p(3)), 1.0]
+    )

@@ -37,6 +37,7 @@ __all__ = [
     "sample_statistics",
     "sample_unheard",
     "study_sample",
+    "top_per_row",
 ]
 
 
@@ -124,10 +125,18 @@ def _rank_to_column(
     return ranks + before
 
 
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a sort and a mask: faster than ``np.unique``'s hashing on big arrays)."""
+    a = np.sort(a)
+    if len(a) < 2:
+        return a
+    return a[np.concatenate(([True], a[1:] != a[:-1]))]
+
+
 def _distinct_ranks(n_avail: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> tuple:
     """For each row ``u``, ``k[u]`` distinct ranks drawn uniformly from ``range(n_avail[u])``.
 
-    Returns ``(rows, ranks)`` sorted by row. Rows asking for more than half of what they have are drawn
+    Returns ``(rows, ranks)`` sorted by row, then rank. Rows asking for more than half of what they have are drawn
     as a random permutation prefix; the others by drawing with replacement and topping up duplicates
     (invariant under relabelling the ranks, hence every k-subset is equally likely).
     """
@@ -158,17 +167,16 @@ def _distinct_ranks(n_avail: np.ndarray, k: np.ndarray, rng: np.random.Generator
             r = np.repeat(sparse_rows, need)
             draws = (rng.random(len(r)) * n_avail[r]).astype(np.int64)
             draws = np.minimum(draws, n_avail[r] - 1)  # guard against rounding up to n_avail
-            have = np.unique(np.concatenate([have, r * big + draws]))
+            have = _sorted_unique(np.concatenate([have, r * big + draws]))
             got = np.bincount(have // big, minlength=len(k))[sparse_rows]
             need = k[sparse_rows] - got
         out_rows.append(have // big)
         out_ranks.append(have % big)
     if not out_rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    rows = np.concatenate(out_rows)
-    ranks = np.concatenate(out_ranks)
-    order = np.argsort(rows, kind="stable")
-    return rows[order], ranks[order]
+    big = int(n_avail.max()) + 1
+    keys = np.sort(np.concatenate([r * big + x for r, x in zip(out_rows, out_ranks, strict=True)]))
+    return keys // big, keys % big
 
 
 def sample_unheard(
@@ -176,8 +184,8 @@ def sample_unheard(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n_per_user[u]`` distinct artists user ``u`` never played, uniformly, for all users at once.
 
-    Returns ``(rows, cols)`` int64 arrays sorted by row (columns of one row in random order is not
-    promised; they are sorted within a row). No dense users x artists array is built.
+    Returns ``(rows, cols)`` int64 arrays sorted by row, then column. No dense users x artists array
+    is built, and no per-user set difference over the catalogue is taken.
     """
     csr = _check_counts(counts)
     k = np.asarray(n_per_user, dtype=np.int64)
@@ -193,9 +201,8 @@ def sample_unheard(
             f"user row {bad} asks for {k[bad]} negatives but has only {n_unheard[bad]} unheard artists"
         )
     rows, ranks = _distinct_ranks(n_unheard, k, rng)
-    cols = _rank_to_column(csr, _unheard_keys(csr), rows, ranks)
-    order = np.lexsort((cols, rows))
-    return rows[order], cols[order]
+    # sorted by (row, rank), and rank -> column is increasing within a row: sorted by (row, column)
+    return rows, _rank_to_column(csr, _unheard_keys(csr), rows, ranks)
 
 
 def heard_mask(counts: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -316,6 +323,8 @@ class TowerConfig:
     user towers of YouTube-style two-tower recommenders; ``"id+history"`` adds the two.
     ``history_dropout``: in training, each history artist is left out with this probability (the rest
     scaled up), so the tower learns to complete a history rather than to memorise it.
+    ``max_history``: only the user's most played artists enter the history (0 = all), which bounds the
+    cost of a user vector for the heaviest listeners.
     """
 
     n_users: int
@@ -328,6 +337,7 @@ class TowerConfig:
     init_std: float | None = None  # None: PyTorch's default N(0, 1) for the embeddings
     user_input: str = "id"
     history_dropout: float = 0.0
+    max_history: int = 0
 
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
@@ -344,6 +354,8 @@ class TowerConfig:
                 )
         if self.similarity not in ("cosine", "dot"):
             raise ValueError(f"similarity must be 'cosine' or 'dot', got {self.similarity!r}")
+        if self.max_history < 0:
+            raise ValueError(f"max_history must be >= 0 (0 = no limit), got {self.max_history}")
         if not 0.0 <= self.history_dropout < 1.0:
             raise ValueError(f"history_dropout must be in [0, 1), got {self.history_dropout}")
         if self.user_input not in USER_INPUTS:
@@ -387,6 +399,22 @@ def _tower(n: int, cfg: TowerConfig, embedding: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def top_per_row(counts: sp.spmatrix, k: int) -> sp.csr_matrix:
+    """Keep each row's ``k`` largest cells (ties: lower column first); ``k = 0`` keeps everything."""
+    csr = _check_counts(counts)
+    if k <= 0 or not csr.nnz or np.diff(csr.indptr).max() <= k:
+        return csr
+    rows = _row_of_entry(csr)
+    order = np.lexsort((csr.indices, -csr.data, rows))
+    rank = np.arange(csr.nnz, dtype=np.int64) - csr.indptr[rows[order]]
+    keep = np.sort(order[rank < k])
+    out = sp.csr_matrix(
+        (csr.data[keep], (rows[keep], csr.indices[keep])), shape=csr.shape, dtype=csr.dtype
+    )
+    out.sort_indices()
+    return out
+
+
 class TwoTower(nn.Module):
     """Two towers of the same shape over user ids and artist ids; a pair's score is their similarity.
 
@@ -414,19 +442,22 @@ class TwoTower(nn.Module):
         return self.user_history is not None
 
     def set_history(self, counts: sp.spmatrix) -> TwoTower:
-        """Set the users' histories from a users x artists count matrix (weights log1p(plays), summing
-        to 1 per user). Only for ``user_input="id+history"``."""
+        """Set the users' histories from a users x artists count matrix: each user's (at most
+        ``max_history`` most played) artists, weighted by log1p(plays) and summing to 1 per user.
+        Only for a model whose user tower reads histories."""
         if not self.has_history:
             raise ValueError("this model's user tower has no history input (user_input='id')")
         csr = _check_counts(counts)
         if csr.shape != (self.config.n_users, self.config.n_artists):
             raise ValueError(
-                f"history matrix has shape {csr.shape}, the model {self.config.n_users, self.config.n_artists}"
+                f"history matrix has shape {csr.shape}, "
+                f"the model {(self.config.n_users, self.config.n_artists)}"
             )
+        csr = top_per_row(csr, self.config.max_history)
+        rows = _row_of_entry(csr)
         w = np.log1p(csr.data.astype(np.float64))
-        sums = np.add.reduceat(w, csr.indptr[:-1]) if csr.nnz else np.zeros(csr.shape[0])
-        sums = np.where(np.diff(csr.indptr) > 0, sums, 1.0)
-        w = w / np.repeat(sums, np.diff(csr.indptr))
+        sums = np.bincount(rows, weights=w, minlength=csr.shape[0])
+        w = w / np.where(sums > 0, sums, 1.0)[rows]
         return self.set_history_arrays(
             torch.as_tensor(csr.indptr.astype(np.int64)),
             torch.as_tensor(csr.indices.astype(np.int64)),

@@ -201,10 +201,16 @@ IMPROVED_TOWER: dict[str, Any] = {
     "init_std": 0.1,
     "user_input": "history",
     "history_dropout": 0.5,
+    "max_history": 256,
 }
 
 #: The ablation's id-based towers: the improved shape but the study's user-id input.
-ID_TOWER: dict[str, Any] = {**IMPROVED_TOWER, "user_input": "id", "history_dropout": 0.0}
+ID_TOWER: dict[str, Any] = {
+    **IMPROVED_TOWER,
+    "user_input": "id",
+    "history_dropout": 0.0,
+    "max_history": 0,
+}
 
 #: The corrected training: every training pair weighted by log plays, sampled-softmax ranking loss,
 #: no learning-rate decay, sparse Adam, early stopping on validation HR@10.
@@ -216,9 +222,9 @@ IMPROVED_TRAIN = TrainConfig(
     lr=0.01,
     scheduler_step="none",
     n_negatives=1024,
-    temperature=0.1,
+    temperature=0.2,
     eval_every=1,
-    patience=3,
+    patience=4,
     pair_weighting="log",
     sparse_embeddings=True,
 )
@@ -501,7 +507,8 @@ def fit(
     ``values`` are the ±1 targets for ``loss="cosine_embedding"`` and example weights otherwise.
     ``validate(model) -> float`` (higher is better) runs every ``config.eval_every`` epochs and after the
     last one; without it the last state is kept. Shuffling and negatives come from a
-    ``torch.Generator`` seeded with ``seed``; on the CPU two runs give identical weights.
+    ``torch.Generator`` seeded with ``seed``, in-model randomness (history dropout) from
+    ``torch.manual_seed(seed)``; on the CPU two runs give identical weights.
     """
     users = np.asarray(users, dtype=np.int64)
     artists = np.asarray(artists, dtype=np.int64)
@@ -823,21 +830,35 @@ def bench_sample_full(counts: sp.spmatrix, seed: int = 0) -> dict[str, float]:
 
 
 def bench_train_epoch_full(
-    counts: sp.spmatrix, seed: int = 0, device: str | torch.device | None = None
+    counts: sp.spmatrix,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    max_pairs: int = 1_000_000,
 ) -> dict[str, float | str]:
-    """Time one epoch of the ``improved`` training over every pair of ``counts``."""
+    """Time one epoch of the ``improved`` training over the pairs of ``counts``.
+
+    At most ``max_pairs`` pairs (a uniform random subset, from ``seed``) are timed, so the benchmark
+    stays bounded on the CPU; ``epoch_seconds_estimate`` scales the time to all pairs.
+    """
     csr = _check_counts(counts)
     users, artists, w = train_pairs(csr, IMPROVED_TRAIN.pair_weighting)
+    n_total = len(users)
+    if max_pairs and n_total > max_pairs:
+        pick = np.sort(np.random.default_rng(seed).choice(n_total, size=max_pairs, replace=False))
+        users, artists, w = users[pick], artists[pick], w[pick]
     model = new_model(csr.shape[0], csr.shape[1], IMPROVED_TOWER, seed)
     if model.has_history:
         model.set_history(csr)
     cfg = IMPROVED_TRAIN.replace(epochs=1, patience=0)
     result = fit(model, users, artists, w, cfg, seed=seed, device=device, progress=False)
     seconds = float(result.history["epoch_seconds"].iloc[0])
+    sps = len(users) / seconds if seconds > 0 else float("nan")
     return {
         "seconds": seconds,
-        "samples_per_second": len(users) / seconds if seconds > 0 else float("nan"),
-        "n_pairs": len(users),
+        "samples_per_second": sps,
+        "n_pairs": n_total,
+        "n_pairs_timed": len(users),
+        "epoch_seconds_estimate": n_total / sps if sps == sps and sps > 0 else float("nan"),
         "device": result.device,
     }
 
@@ -973,21 +994,31 @@ def validation_split(
     test_rows: np.ndarray,
     seed: int = 0,
     *,
+    pool: str = "all",
     min_artists: int = 10,
     floor: int = 5,
     min_users: int = 500,
 ) -> tuple[Any, int]:
-    """A validation hold-out of non-test users by chapter 02's protocol (``cf.holdout_split``).
+    """A validation hold-out carved from chapter 02's training matrix by its protocol (``holdout_split``).
 
-    The protocol takes users with more than ``min_artists`` artists; when that leaves fewer than
-    ``min_users`` validation users (few heavy users remain once the test users are taken), the
-    threshold is lowered step by step down to ``floor``. Returns (split, threshold used).
+    ``pool="all"`` (as chapter 02's tuning): any user may be drawn, with seed ``seed + 1``; a test user
+    drawn loses a second artist from its training row, for training and validation only, and its
+    test artist stays hidden throughout. ``pool="non_test"``: only users outside the test set; when
+    fewer than ``min_users`` of them have more than ``min_artists`` artists (the test cap takes most
+    heavy users), the threshold is lowered step by step down to ``floor``. Returns (split, threshold).
     """
     from .cf import holdout_split
 
+    if pool not in ("all", "non_test"):
+        raise ValueError(f"pool must be 'all' or 'non_test', got {pool!r}")
     if floor > min_artists:
         raise ValueError(f"floor ({floor}) must not exceed min_artists ({min_artists})")
     csr = _check_counts(train)
+    if pool == "all":
+        val = holdout_split(csr, seed + 1, min_artists=min_artists)
+        if len(val.test_rows) == 0:
+            raise ValueError(f"no validation users: no user has more than {min_artists} artists")
+        return val, min_artists
     candidates = np.setdiff1d(np.arange(csr.shape[0], dtype=np.int64), np.asarray(test_rows))
     best = None
     for ma in range(min_artists, floor - 1, -1):
@@ -1012,24 +1043,21 @@ def run_improved(
     *,
     config: TrainConfig = IMPROVED_TRAIN,
     tower: dict[str, Any] | None = None,
-    min_val_users: int = 500,
+    val_pool: str = "all",
     val: tuple[Any, int] | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> ImprovedRun:
-    """Train the ``improved`` configuration on chapter 02's training matrix.
+    """Train the ``improved`` configuration on chapter 02's training matrix ``train``.
 
-    Validation users are carved from the non-test users (:func:`validation_split`, or ``val`` when
-    given as its result); the model trains on every pair of the remaining training matrix (the test
-    users' rows included, as kNN uses them) and early-stops on validation HR@10. With
-    ``loss="cosine_embedding"`` the pairs are +1 examples and ``negatives_per_positive`` unheard
-    artists per pair (uniform, per user) the -1 examples.
+    Validation users are carved from ``train`` (:func:`validation_split` with ``val_pool``, or ``val``
+    when given as its result); the model trains on every pair of the validation split's training
+    matrix (the test users' rows included, as kNN uses them) and early-stops on validation HR@10.
+    A user tower that reads histories then gets the users' complete rows of ``train`` (histories are
+    inputs, not weights), so the final model sees what kNN sees. With ``loss="cosine_embedding"`` the
+    pairs are +1 examples and ``negatives_per_positive`` unheard artists per pair the -1 examples.
     """
-    vsplit, ma = (
-        val
-        if val is not None
-        else validation_split(train, test_rows, seed, min_users=min_val_users)
-    )
+    vsplit, ma = val if val is not None else validation_split(train, test_rows, seed, pool=val_pool)
     users, artists, w = train_pairs(vsplit.train, config.pair_weighting)
     if config.loss == "cosine_embedding":
         n_unheard = vsplit.train.shape[1] - np.diff(vsplit.train.indptr)
@@ -1053,6 +1081,8 @@ def run_improved(
         device=device,
         progress=progress,
     )
+    if model.has_history:
+        model.set_history(csr)
     return ImprovedRun(
         model=model, result=result, config=config, val_split=vsplit, val_min_artists=ma
     )
@@ -1124,8 +1154,8 @@ def run_ablation(
 #: Epoch budgets per profile (the ``default`` profile keeps chapter 04 within about 3 minutes on 2 cores).
 TRAIN_PROFILES: dict[str, dict[str, int]] = {
     "tiny": {"seed_epochs": 40, "improved_epochs": 4, "ablation_epochs": 2},
-    "default": {"seed_epochs": 100, "improved_epochs": 20, "ablation_epochs": 6},
-    "full": {"seed_epochs": 100, "improved_epochs": 30, "ablation_epochs": 6},
+    "default": {"seed_epochs": 100, "improved_epochs": 16, "ablation_epochs": 3},
+    "full": {"seed_epochs": 100, "improved_epochs": 20, "ablation_epochs": 3},
 }
 
 
