@@ -50,7 +50,7 @@ from .metrics import (
     ndcg_at_k,
     ranking_metrics,
 )
-from .paths import artifacts_dir, build_path, require_artifact
+from .paths import artifacts_dir, require_artifact
 
 __all__ = [
     "AGGREGATIONS",
@@ -980,11 +980,7 @@ def save_outcomes(frame: pd.DataFrame, build_dir: str | os.PathLike | None) -> P
 
 def load_outcomes(build_dir: str | os.PathLike | None) -> pd.DataFrame:
     """Read ``outcomes_02.csv`` (int64 columns)."""
-    path = build_path(build_dir) / "artifacts" / OUTCOMES_FILE
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: execute notebooks/02_collaborative_filtering.ipynb first"
-        )
+    path = require_artifact(build_dir, OUTCOMES_FILE, "02_collaborative_filtering")
     return pd.read_csv(path, dtype="int64")
 
 

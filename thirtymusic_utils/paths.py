@@ -41,7 +41,10 @@ def require_artifact(build_dir: str | os.PathLike | None, name: str, producer: s
     """Path of an artifact an earlier notebook writes; a clear error names that notebook if missing."""
     path = build_path(build_dir) / "artifacts" / name
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: execute notebooks/{producer}.ipynb first")
+        raise FileNotFoundError(
+            f"{path} does not exist: execute notebooks/{producer}.ipynb first "
+            "(make book runs the notebooks in order)"
+        )
     return path
 
 
@@ -73,9 +76,5 @@ def save_results(
 
 def load_results(build_dir: str | os.PathLike | None, notebook: str) -> dict[str, Any]:
     """Read ``BUILD_DIR/artifacts/<notebook>.json``; a clear error names the notebook to run first."""
-    path = build_path(build_dir) / "artifacts" / f"{notebook}.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: execute notebooks/{notebook}.ipynb first (make book does it in order)"
-        )
+    path = require_artifact(build_dir, f"{notebook}.json", notebook)
     return json.loads(path.read_text())
