@@ -16,11 +16,11 @@ SEED      ?= 0
 KERNEL    := thirtymusic
 PYTEST_ARGS ?=
 
-NOTEBOOKS := 01_user_artist_matrix 02_collaborative_filtering 03_embeddings 04_training 05_t_test \
-             06_conclusions 07_reproducibility
+NOTEBOOKS := 01_user_artist_matrix 02_collaborative_filtering 04_embeddings 05_training 06_t_test \
+             08_conclusions 09_reproducibility
 EXECUTED  := $(NOTEBOOKS:%=$(BUILD_DIR)/executed/%.ipynb)
 STAMP     := $(VENV)/.installed-stamp
-PKG_SRC   := $(wildcard thirtymusic_utils/*.py)
+PKG_SRC   := $(shell find thirtymusic_utils -name "*.py")
 PARAMS    := $(BUILD_DIR)/params.env
 BUILD_ABS  = $(abspath $(BUILD_DIR))
 
@@ -58,9 +58,9 @@ $(PARAMS): FORCE
 	@printf 'DATA_DIR=%s\nPROFILE=%s\nSEED=%s\n' '$(DATA_DIR)' '$(PROFILE)' '$(SEED)' > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
-$(BUILD_DIR)/data/synthetic-%/COMPLETE: thirtymusic_utils/synthetic.py | $(STAMP)
+$(BUILD_DIR)/data/synthetic-%/COMPLETE: thirtymusic_utils/data/synthetic.py | $(STAMP)
 	rm -rf $(@D)
-	$(BIN)/python -m thirtymusic_utils.synthetic --profile $(PROFILE) --seed $(SEED) --out $(@D) --progress
+	$(BIN)/python -m thirtymusic_utils.data.synthetic --profile $(PROFILE) --seed $(SEED) --out $(@D) --progress
 
 data: $(STAMP) $(DATA_DEP) ## Generate the synthetic default data (nothing to do when DATA_DIR is set)
 	@echo "data: $(DATA_PATH)"
@@ -74,16 +74,16 @@ $(BUILD_DIR)/executed/%.ipynb: notebooks/%.ipynb $(PKG_SRC) $(PARAMS) | $(STAMP)
 	  -p seed $(SEED) -p profile "$(PROFILE)"
 E := $(BUILD_DIR)/executed
 $(E)/02_collaborative_filtering.ipynb: $(E)/01_user_artist_matrix.ipynb
-$(E)/03_embeddings.ipynb: $(E)/02_collaborative_filtering.ipynb
-$(E)/04_training.ipynb: $(E)/03_embeddings.ipynb
-$(E)/05_t_test.ipynb: $(E)/04_training.ipynb
-$(E)/06_conclusions.ipynb: $(E)/05_t_test.ipynb
-$(E)/07_reproducibility.ipynb: $(E)/06_conclusions.ipynb
+$(E)/04_embeddings.ipynb: $(E)/02_collaborative_filtering.ipynb
+$(E)/05_training.ipynb: $(E)/04_embeddings.ipynb
+$(E)/06_t_test.ipynb: $(E)/05_training.ipynb
+$(E)/08_conclusions.ipynb: $(E)/06_t_test.ipynb
+$(E)/09_reproducibility.ipynb: $(E)/08_conclusions.ipynb
 
 execute: $(EXECUTED) ## Execute every notebook in order with papermill (into BUILD_DIR/executed)
 
 $(BUILD_DIR)/html/index.html: $(EXECUTED) _config.yml book/_toc.yml $(wildcard book/*.md)
-	$(BIN)/python -m thirtymusic_utils.site build --build-dir $(BUILD_DIR)
+	$(BIN)/python -m thirtymusic_utils.book.site build --build-dir $(BUILD_DIR)
 
 book: $(BUILD_DIR)/html/index.html ## Set up, generate data, execute the notebooks and build the HTML book
 	@echo "The book: $(abspath $(BUILD_DIR))/html/index.html"

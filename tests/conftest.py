@@ -25,7 +25,7 @@ def hetrec_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """A tiny synthetic 30Music folder (both forms), generated once per test session."""
-    from thirtymusic_utils.synthetic import generate
+    from thirtymusic_utils.data.synthetic import generate
 
     out = tmp_path_factory.mktemp("data") / "synthetic-tiny-seed0"
     generate(out, profile="tiny", seed=0)
@@ -38,11 +38,11 @@ class TinyBook:
     order = [
         "01_user_artist_matrix",
         "02_collaborative_filtering",
-        "03_embeddings",
-        "04_training",
-        "05_t_test",
-        "06_conclusions",
-        "07_reproducibility",
+        "04_embeddings",
+        "05_training",
+        "06_t_test",
+        "08_conclusions",
+        "09_reproducibility",
     ]
 
     def __init__(self, build_dir: Path, data_dir: Path) -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from thirtymusic_utils.matrix import load_matrix
-from thirtymusic_utils.readers import read_plays
-from thirtymusic_utils.site import build_book, check_html, toc_files
+from thirtymusic_utils.book.site import build_book, check_html, toc_files
+from thirtymusic_utils.data.matrix import load_matrix
+from thirtymusic_utils.data.readers import read_plays
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,11 +31,11 @@ def test_chapter_01_results_match_the_data(tiny_book):
 @pytest.mark.book
 @pytest.mark.slow
 def test_strict_book_build_has_every_chapter_and_no_broken_links(tiny_book):
-    results = tiny_book.run("07_reproducibility")
+    results = tiny_book.run("09_reproducibility")
     assert len(results["repro_fingerprint"]) == 16
     html = build_book(tiny_book.build_dir)  # -W -n --keep-going: any warning raises
     pages = toc_files(ROOT / "book" / "_toc.yml")
     assert check_html(html, pages) == []
     chapter = (html / "01_user_artist_matrix.html").read_text()
     assert "<img" in chapter  # the figures were rendered
-    assert f"{results['repro_fingerprint']}" in (html / "07_reproducibility.html").read_text()
+    assert f"{results['repro_fingerprint']}" in (html / "09_reproducibility.html").read_text()

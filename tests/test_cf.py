@@ -10,26 +10,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from thirtymusic_utils import cf
-from thirtymusic_utils.cf import (
+from thirtymusic_utils.bench_stages import bench_matrix, ours_top_n, seed_dense_top_n
+from thirtymusic_utils.evaluation import protocol
+from thirtymusic_utils.evaluation.protocol import Split, holdout_split, load_split, save_split
+from thirtymusic_utils.models import knn as cf
+from thirtymusic_utils.models.knn import (
     MODELS,
-    Split,
     aggregate_scores,
-    bench_matrix,
     best_setting,
     cf_top_n,
-    holdout_split,
     load_outcomes,
-    load_split,
     minmax_columns,
     neighbour_weights,
-    ours_top_n,
     outcomes_frame,
     popularity_top_n,
     recommend_top_n,
     save_outcomes,
-    save_split,
-    seed_dense_top_n,
     similar_artists,
     topk_neighbours,
     tune_knn,
@@ -490,17 +486,17 @@ def test_outcomes_frame_round_trip(tmp_path):
 
 
 def test_extract_users_keeps_the_first_users():
-    from thirtymusic_utils.matrix import UserArtistMatrix
+    from thirtymusic_utils.data.matrix import UserArtistMatrix
 
     counts = sp.csr_matrix(np.arange(12).reshape(4, 3))
     matrix = UserArtistMatrix(
         counts, np.array([3, 5, 8, 9]), np.array([1, 2, 3]), np.array(["a", "b", "c"], dtype=object)
     )
-    small = cf.extract_users(matrix, 2)
+    small = protocol.extract_users(matrix, 2)
     assert small.shape == (2, 3) and small.user_ids.tolist() == [3, 5]
-    assert cf.extract_users(matrix, 0) is matrix
+    assert protocol.extract_users(matrix, 0) is matrix
     with pytest.raises(ValueError, match="max_users"):
-        cf.extract_users(matrix, -1)
+        protocol.extract_users(matrix, -1)
 
 
 def test_bench_matrix_shape_and_determinism():
@@ -515,8 +511,8 @@ def test_bench_matrix_shape_and_determinism():
 
 
 def test_real_hetrec_neighbours_and_protocol(hetrec_dir):
-    from thirtymusic_utils.matrix import build_matrix
-    from thirtymusic_utils.readers import read_plays
+    from thirtymusic_utils.data.matrix import build_matrix
+    from thirtymusic_utils.data.readers import read_plays
 
     counts = build_matrix(read_plays(hetrec_dir)).counts
     split = holdout_split(counts, 0)

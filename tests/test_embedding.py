@@ -13,45 +13,48 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thirtymusic_utils.embedding import (
-    TowerConfig,
-    TwoTower,
-    heard_mask,
-    negative_counts,
-    positive_mask,
-    resolve_device,
-    sample_statistics,
-    sample_unheard,
-    study_sample,
-    top_per_row,
-)
-from thirtymusic_utils.metrics import hit_ranks
-from thirtymusic_utils.training import (
+from thirtymusic_utils.bench_stages import bench_sample_full, bench_train_epoch_full
+from thirtymusic_utils.evaluation.metrics import hit_ranks
+from thirtymusic_utils.models.training import (
     ID_TOWER,
     IMPROVED_TOWER,
     IMPROVED_TRAIN,
     SEED_TOWER,
     SEED_TRAIN,
     TrainConfig,
-    bench_sample_full,
-    bench_train_epoch_full,
     checkpoint_dir,
     fit,
     load_checkpoint,
     new_model,
-    output_cosines,
     pairs_from_outcomes,
     rank_hidden,
     run_improved,
-    run_seed,
     save_checkpoint,
-    seed_diagnostics,
     similar_artists_embedding,
-    study_metric,
-    study_split,
     top_n,
     train_pairs,
     validation_split,
+)
+from thirtymusic_utils.models.two_tower import (
+    TowerConfig,
+    TwoTower,
+    heard_mask,
+    resolve_device,
+    sample_unheard,
+    top_per_row,
+)
+from thirtymusic_utils.study.embedding import (
+    output_cosines,
+    run_seed,
+    seed_diagnostics,
+    study_metric,
+    study_split,
+)
+from thirtymusic_utils.study.sample import (
+    negative_counts,
+    positive_mask,
+    sample_statistics,
+    study_sample,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -566,7 +569,7 @@ def test_run_improved_on_planted_data():
 
 
 def test_validation_split_pool_all_is_chapter_02_protocol():
-    from thirtymusic_utils.cf import holdout_split
+    from thirtymusic_utils.evaluation.protocol import holdout_split
 
     counts = random_counts(np.random.default_rng(10), 120, 40, 0.4)
     val, used = validation_split(counts, np.arange(10), 3, pool="all")

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thirtymusic_utils.matrix import (
+from thirtymusic_utils.book.paths import load_results, save_results
+from thirtymusic_utils.data.matrix import (
     build_matrix,
     load_matrix,
     matrix_summary,
     save_matrix,
     top_artists,
 )
-from thirtymusic_utils.paths import load_results, save_results
 
 events = st.lists(
     st.tuples(st.integers(0, 30), st.integers(0, 40), st.integers(1, 50)), min_size=1, max_size=200

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thirtymusic_utils.metrics import (
+from thirtymusic_utils.evaluation.metrics import (
     catalogue_coverage,
     hit_ranks,
     hr_at_k,

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thirtymusic_utils.cf import MODELS, TUNING_GRIDS, WEIGHTINGS, load_split
-from thirtymusic_utils.matrix import load_matrix
+from thirtymusic_utils.data.matrix import load_matrix
+from thirtymusic_utils.evaluation.protocol import load_split
+from thirtymusic_utils.models.knn import MODELS, TUNING_GRIDS, WEIGHTINGS
 
 MODELS_SHORT = ("seed", "seed_as_written", "weighted", "popularity", "tuned")
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from thirtymusic_utils import readers
-from thirtymusic_utils.readers import (
+from thirtymusic_utils.data import readers
+from thirtymusic_utils.data.readers import (
     LAYOUT_FILES,
     DataFormatError,
     ReadReport,

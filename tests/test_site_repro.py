@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from thirtymusic_utils.repro import data_fingerprint, notebook_durations, package_versions
-from thirtymusic_utils.site import check_html, toc_files
+from thirtymusic_utils.book.repro import data_fingerprint, notebook_durations, package_versions
+from thirtymusic_utils.book.site import check_html, toc_files
 
 
 def test_check_html_reports_missing_pages_links_and_remote_scripts(tmp_path):

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from thirtymusic_utils import stats
-from thirtymusic_utils.paths import artifacts_dir, save_results
+from thirtymusic_utils.book.paths import artifacts_dir, save_results
+from thirtymusic_utils.evaluation import stats
 
 # ------------------------------------------------------------------------------------ fixtures
 
@@ -109,12 +109,12 @@ def test_check_against_results(tmp_path):
     ranks = stats.model_ranks(stats.load_outcomes(tmp_path))
     results = {
         "02_collaborative_filtering": {"hr_at_10_seed": float((ranks["cf_seed"] > 0).mean())},
-        "04_training": {"hr_at_10_embedding": float((ranks["embedding_improved"] > 0).mean())},
+        "05_training": {"hr_at_10_embedding": float((ranks["embedding_improved"] > 0).mean())},
     }
     table = stats.check_against_results(ranks, results)
     assert table.set_index("model").loc["cf_seed", "matches"]
     assert table.set_index("model").loc["popularity", "matches"] is None
-    results["04_training"]["hr_at_10_embedding"] += 0.01
+    results["05_training"]["hr_at_10_embedding"] += 0.01
     with pytest.raises(ValueError, match="embedding_improved"):
         stats.check_against_results(ranks, results)
 
@@ -433,13 +433,13 @@ def test_simulation_study_inflates_and_mcnemar_does_not():
 
 def test_results_summary(tmp_path):
     save_results(tmp_path, "02_collaborative_filtering", {"hr_at_10_seed": 0.1})
-    save_results(tmp_path, "04_training", {"hr_at_10_embedding": 0.2})
-    save_results(tmp_path, "05_t_test", {"hr_ci_low_cf_seed": 0.05, "hr_ci_high_cf_seed": 0.15})
-    from thirtymusic_utils.paths import load_results
+    save_results(tmp_path, "05_training", {"hr_at_10_embedding": 0.2})
+    save_results(tmp_path, "06_t_test", {"hr_ci_low_cf_seed": 0.05, "hr_ci_high_cf_seed": 0.15})
+    from thirtymusic_utils.book.paths import load_results
 
     res = {
         n: load_results(tmp_path, n)
-        for n in ["02_collaborative_filtering", "04_training", "05_t_test"]
+        for n in ["02_collaborative_filtering", "05_training", "06_t_test"]
     }
     table = stats.results_summary(res).set_index("model")
     assert list(table.index) == ["cf_seed", "embedding_improved"]

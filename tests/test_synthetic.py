@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thirtymusic_utils import synthetic as syn
+from thirtymusic_utils.data import synthetic as syn
+from thirtymusic_utils.evaluation.protocol import holdout_split
 
 FILES = (
     "entities/persons.idomaar",
@@ -342,7 +343,8 @@ def test_plays_frame_matches_brute_force_parsers(tiny_dir, tiny):
 
 
 def test_readers_agree_with_plays_frame(tiny_dir, tiny):
-    readers = pytest.importorskip("thirtymusic_utils.readers")
+    from thirtymusic_utils.data import readers
+
     plays = syn.plays_frame(tiny)
     for layout in ("idomaar", "csv"):
         got = readers.read_plays(tiny_dir, layout=layout)
@@ -360,7 +362,8 @@ def test_readers_agree_with_plays_frame(tiny_dir, tiny):
 
 
 def test_describe_of_the_read_csv_form_matches_memory(tiny_dir, tiny):
-    readers = pytest.importorskip("thirtymusic_utils.readers")
+    from thirtymusic_utils.data import readers
+
     if not hasattr(readers, "scan_plays"):
         pytest.skip("readers.scan_plays is not there")
     scan = readers.scan_plays(tiny_dir, layout="csv")
@@ -383,12 +386,12 @@ def test_sessions_frame(tiny_dir, tiny):
 
 
 def test_tiny_protocol_is_non_trivial(tiny):
-    cf = pytest.importorskip("thirtymusic_utils.cf")
-    from thirtymusic_utils.matrix import build_matrix
-    from thirtymusic_utils.metrics import hit_ranks, hr_at_k
+    from thirtymusic_utils.data.matrix import build_matrix
+    from thirtymusic_utils.evaluation.metrics import hit_ranks, hr_at_k
+    from thirtymusic_utils.models import knn as cf
 
     m = build_matrix(syn.plays_frame(tiny))
-    split = cf.holdout_split(m.counts, 0)
+    split = holdout_split(m.counts, 0)
     assert split.n_test >= 30
     pop = cf.popularity_top_n(split.train, split.test_rows, 10)
     idx, sim = cf.user_neighbours(split.train, 30, weighting="minmax", rows=split.test_rows)
@@ -484,9 +487,9 @@ def test_chunks_of_partitions_the_sessions(tiny, max_plays):
 @pytest.mark.slow
 def test_default_profile_is_calibrated():
     """The book's profile stays within the brief's bands of the real facts (HR@10 within 50%)."""
-    cf = pytest.importorskip("thirtymusic_utils.cf")
-    from thirtymusic_utils.matrix import build_matrix
-    from thirtymusic_utils.metrics import hit_ranks, hr_at_k
+    from thirtymusic_utils.data.matrix import build_matrix
+    from thirtymusic_utils.evaluation.metrics import hit_ranks, hr_at_k
+    from thirtymusic_utils.models import knn as cf
 
     ds = syn.simulate("default", 0)
     plays = syn.plays_frame(ds)
@@ -497,7 +500,7 @@ def test_default_profile_is_calibrated():
     for key in ("share_users_over_10_artists", "top_10pct_artist_share"):
         assert d[key] == pytest.approx(real[key], rel=0.2), key
     m = build_matrix(plays)
-    split = cf.holdout_split(m.counts, 0)
+    split = holdout_split(m.counts, 0)
     pop = hr_at_k(hit_ranks(cf.popularity_top_n(split.train, split.test_rows), split.hidden_cols))
     idx, sim = cf.user_neighbours(split.train, 30, weighting="minmax", rows=split.test_rows)
     top = cf.cf_top_n(split.train, split.test_rows, idx, sim, "seed_as_run")

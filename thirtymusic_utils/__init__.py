@@ -1,8 +1,8 @@
 """thirtymusic_utils: the tested logic behind the 30Music artist-recommendation book."""
 
-from .matrix import UserArtistMatrix, build_matrix, load_matrix, save_matrix
-from .paths import artifacts_dir, load_results, save_results
-from .readers import (
+from .book.paths import artifacts_dir, load_results, save_results
+from .data.matrix import UserArtistMatrix, build_matrix, load_matrix, save_matrix
+from .data.readers import (
     DataFormatError,
     PlaysScan,
     ReadReport,
@@ -11,8 +11,13 @@ from .readers import (
     read_plays,
     scan_plays,
 )
+from .evaluation.protocol import Split, holdout_split, load_split, save_split
 
 __all__ = [
+    "Split",
+    "holdout_split",
+    "load_split",
+    "save_split",
     "DataFormatError",
     "PlaysScan",
     "ReadReport",

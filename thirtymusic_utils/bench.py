@@ -37,13 +37,13 @@ def stage(name: str) -> Callable:
 def _data_dir(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
-    from .paths import synthetic_data_dir
+    from .book.paths import synthetic_data_dir
 
     return synthetic_data_dir(args.profile, args.seed, args.build_dir)
 
 
 def _counts(args: argparse.Namespace):
-    from .matrix import load_matrix
+    from .data.matrix import load_matrix
 
     return load_matrix(args.build_dir).counts
 
@@ -54,7 +54,7 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
         return {"skipped": "DATA_DIR given"}
     import shutil
 
-    from .synthetic import generate
+    from .data.synthetic import generate
 
     out = _data_dir(args)
     shutil.rmtree(out, ignore_errors=True)
@@ -65,7 +65,7 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
 
 @stage("read_plays")
 def _read_plays(args: argparse.Namespace) -> dict[str, Any]:
-    from .readers import detect_layout, read_plays
+    from .data.readers import detect_layout, read_plays
 
     data = _data_dir(args)
     layout = detect_layout(data)
@@ -83,7 +83,7 @@ def _read_plays(args: argparse.Namespace) -> dict[str, Any]:
 def _matrix(args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
 
-    from .matrix import build_matrix, save_matrix
+    from .data.matrix import build_matrix, save_matrix
 
     with np.load(Path(args.build_dir) / "plays.npz") as z:
         plays = pd.DataFrame({k: z[k] for k in ("user_id", "artist_id", "plays")})
@@ -111,12 +111,12 @@ def _delegate(module: str, function: str, *extra: Any) -> Callable[[argparse.Nam
     return run
 
 
-STAGES["knn_top30_all_users"] = _delegate("cf", "bench_knn_all_users")
-STAGES["evaluate_hr10"] = _delegate("cf", "bench_evaluate_hr10", "seed")
-STAGES["seed_dense_10k"] = _delegate("cf", "bench_seed_dense_10k", "seed")
-STAGES["ours_10k"] = _delegate("cf", "bench_ours_10k", "seed")
-STAGES["sample_full"] = _delegate("training", "bench_sample_full", "seed")
-STAGES["train_epoch_full"] = _delegate("training", "bench_train_epoch_full", "seed")
+STAGES["knn_top30_all_users"] = _delegate("bench_stages", "bench_knn_all_users")
+STAGES["evaluate_hr10"] = _delegate("bench_stages", "bench_evaluate_hr10", "seed")
+STAGES["seed_dense_10k"] = _delegate("bench_stages", "bench_seed_dense_10k", "seed")
+STAGES["ours_10k"] = _delegate("bench_stages", "bench_ours_10k", "seed")
+STAGES["sample_full"] = _delegate("bench_stages", "bench_sample_full", "seed")
+STAGES["train_epoch_full"] = _delegate("bench_stages", "bench_train_epoch_full", "seed")
 
 
 def run_stage(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Assemble and build the HTML book from executed notebooks, and check what was built.
 
-``python -m thirtymusic_utils.site build --build-dir build`` copies ``_config.yml``, ``book/_toc.yml``, the
+``python -m thirtymusic_utils.book.site build --build-dir build`` copies ``_config.yml``, ``book/_toc.yml``, the
 prose pages of ``book/`` and ``BUILD_DIR/executed/*.ipynb`` into ``BUILD_DIR/book-src``, runs a strict
 Jupyter Book 1 build (``-W -n --keep-going``: any warning fails it) and leaves the site in
 ``BUILD_DIR/html``. ``check`` verifies the built site (see :func:`check_html`).
@@ -110,7 +110,9 @@ def check_html(html_dir: str | os.PathLike, pages: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``build`` or ``check`` the book of a build folder."""
-    parser = argparse.ArgumentParser(prog="python -m thirtymusic_utils.site", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m thirtymusic_utils.book.site", description=__doc__
+    )
     parser.add_argument("command", choices=["build", "check"])
     parser.add_argument("--build-dir", default="build")
     args = parser.parse_args(argv)

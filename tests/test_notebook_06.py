@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thirtymusic_utils import stats
-from thirtymusic_utils.paths import artifacts_dir, load_results, save_results
+from thirtymusic_utils.book.paths import artifacts_dir, load_results, save_results
+from thirtymusic_utils.evaluation import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NB05 = NOTEBOOKS / "05_t_test.ipynb"
-NB06 = NOTEBOOKS / "06_conclusions.ipynb"
+NB05 = NOTEBOOKS / "06_t_test.ipynb"
+NB06 = NOTEBOOKS / "08_conclusions.ipynb"
 GLUE_ROLE = re.compile(r"\{glue:text\}`([^`:]+)(?::([^`]*))?`")
 CONTRACT_05 = ["ttest_seed_pvalue", "paired_pvalue", "hr_diff_ci_low", "hr_diff_ci_high"]
 VERDICTS = {"better than", "worse than", "not distinguishable from"}
@@ -117,10 +117,10 @@ def _fake_build(build_dir: Path, n: int = 400, seed: int = 0) -> dict[str, np.nd
             "hr_at_10_popularity": hr["popularity"],
         },
     )
-    save_results(build_dir, "03_embeddings", {"n_training_samples": 10 * n})
+    save_results(build_dir, "04_embeddings", {"n_training_samples": 10 * n})
     save_results(
         build_dir,
-        "04_training",
+        "05_training",
         {
             "hr_at_10_embedding": hr["embedding_improved"],
             "hr_at_10_embedding_seed": hr["embedding_seed"],
@@ -155,7 +155,7 @@ def _execute(notebook: Path, build_dir: Path, **params) -> Path:
 def _check_results_05(res: dict, build_dir: Path) -> None:
     """The chapter's JSON: contract keys, sane values, agreement with a direct recomputation."""
     for key in CONTRACT_05:
-        assert key in res, f"05_t_test.json lacks {key!r}"
+        assert key in res, f"06_t_test.json lacks {key!r}"
     assert res["paired_cf_model"] in ("cf_weighted", "cf_tuned")
     assert res["hr_diff_ci_low"] <= res["paired_hr_diff"] <= res["hr_diff_ci_high"]
     assert 0 <= res["paired_pvalue"] <= 1
@@ -255,7 +255,7 @@ def test_notebooks_05_06_on_fake_build(tmp_path):
     """05 and 06 on synthetic outcomes with a clear winner; independent of chapters 01-04."""
     _fake_build(tmp_path)
     out05 = _execute(NB05, tmp_path, n_resamples=2000, sim_reps=200)
-    res05 = load_results(tmp_path, "05_t_test")
+    res05 = load_results(tmp_path, "06_t_test")
     _check_results_05(res05, tmp_path)
     assert res05["paired_cf_model"] == "cf_tuned"
     assert res05["paired_verdict"] == "better than"  # built in: embedding hits a superset of CF
@@ -264,7 +264,7 @@ def test_notebooks_05_06_on_fake_build(tmp_path):
     for key in CONTRACT_05:
         assert key in values05
     out06 = _execute(NB06, tmp_path)
-    res06 = load_results(tmp_path, "06_conclusions")
+    res06 = load_results(tmp_path, "08_conclusions")
     _check_conclusions(res06, res05)
     assert res06["concl_primary_verdict"] == "better than"
     _check_glue(out06)
@@ -277,14 +277,14 @@ def test_notebooks_05_06_on_fake_build(tmp_path):
 @pytest.mark.slow
 def test_notebooks_05_06_tiny(tiny_book):
     """The whole chain on the tiny profile: 01..05, then the conclusions."""
-    res05 = tiny_book.run("05_t_test")
+    res05 = tiny_book.run("06_t_test")
     _check_results_05(res05, tiny_book.build_dir)
-    _check_glue(tiny_book.done["05_t_test"])
-    if "06_conclusions" in tiny_book.order:
-        res06 = tiny_book.run("06_conclusions")
-        out06 = tiny_book.done["06_conclusions"]
+    _check_glue(tiny_book.done["06_t_test"])
+    if "08_conclusions" in tiny_book.order:
+        res06 = tiny_book.run("08_conclusions")
+        out06 = tiny_book.done["08_conclusions"]
     else:  # the fixture does not know chapter 06 yet: execute it on the same build folder
         out06 = _execute(NB06, tiny_book.build_dir)
-        res06 = load_results(tiny_book.build_dir, "06_conclusions")
+        res06 = load_results(tiny_book.build_dir, "08_conclusions")
     _check_conclusions(res06, res05)
     _check_glue(out06)

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats as sps
 from tqdm import tqdm
 
-from .paths import build_path
+from ..book.paths import build_path
 
 #: The p-value the original study reported for its t-test (a figure of the study, not of this book).
 STUDY_REPORTED_PVALUE = 0.00036
@@ -63,8 +63,8 @@ RESULT_KEYS: dict[str, tuple[str, str]] = {
     "cf_seed_as_written": ("02_collaborative_filtering", "hr_at_10_seed_as_written"),
     "cf_weighted": ("02_collaborative_filtering", "hr_at_10_weighted"),
     "cf_tuned": ("02_collaborative_filtering", "hr_at_10_tuned"),
-    "embedding_seed": ("04_training", "hr_at_10_embedding_seed"),
-    "embedding_improved": ("04_training", "hr_at_10_embedding"),
+    "embedding_seed": ("05_training", "hr_at_10_embedding_seed"),
+    "embedding_improved": ("05_training", "hr_at_10_embedding"),
 }
 
 OUTCOME_FILES: dict[str, tuple[str, ...]] = {
@@ -762,10 +762,10 @@ def hit_correlation(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
 def results_summary(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """One row per model: HR@10 as its chapter reported it, with chapter 05's intervals.
 
-    ``results`` maps notebook names ("02_collaborative_filtering", "04_training", "05_t_test")
+    ``results`` maps notebook names ("02_collaborative_filtering", "05_training", "06_t_test")
     to their results JSON. Models whose chapter did not report them are left out.
     """
-    t05 = results.get("05_t_test", {})
+    t05 = results.get("06_t_test", {})
     rows = []
     for model, (notebook, key) in RESULT_KEYS.items():
         hr = results.get(notebook, {}).get(key)

@@ -21,7 +21,7 @@ def resolve_data_dir(
         if not path.exists():
             raise FileNotFoundError(f"data_dir {str(path)!r} does not exist")
         return path
-    from .synthetic import generate  # imported lazily: only the synthetic default needs it
+    from ..data.synthetic import generate  # imported lazily: only the synthetic default needs it
 
     path = synthetic_data_dir(profile, seed, build_dir)
     if not (path / "COMPLETE").exists():

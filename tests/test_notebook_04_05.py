@@ -14,7 +14,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("name", ["03_embeddings", "04_training"])
+@pytest.mark.parametrize("name", ["04_embeddings", "05_training"])
 def test_notebook_follows_the_template(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "thirtymusic"
@@ -32,7 +32,7 @@ def test_notebook_follows_the_template(name):
 
 
 def test_chapter_03_on_tiny(tiny_book):
-    results = tiny_book.run("03_embeddings")
+    results = tiny_book.run("04_embeddings")
     assert results["n_sample"] == results["n_positives"] + results["n_negatives"]
     assert results["n_negatives"] == 0  # a tiny catalogue: the study's rule yields no negatives
     assert results["n_positives"] > 0
@@ -41,7 +41,7 @@ def test_chapter_03_on_tiny(tiny_book):
 
 
 def test_chapter_04_on_tiny(tiny_book):
-    results = tiny_book.run("04_training")
+    results = tiny_book.run("05_training")
     for key in ("hr_at_10_embedding", "hr_at_10_embedding_seed", "study_metric_seed", "val_metric_best",
                 "ndcg_at_10_embedding", "mrr_at_10_embedding"):  # fmt: skip
         assert 0.0 <= results[key] <= 1.0, key
@@ -67,10 +67,10 @@ def test_chapter_04_on_tiny(tiny_book):
 
 
 def test_chapter_04_checkpoint_reloads(tiny_book):
-    from thirtymusic_utils.cf import load_split
-    from thirtymusic_utils.training import load_checkpoint, rank_hidden
+    from thirtymusic_utils.evaluation.protocol import load_split
+    from thirtymusic_utils.models.training import load_checkpoint, rank_hidden
 
-    tiny_book.run("04_training")
+    tiny_book.run("05_training")
     split = load_split(tiny_book.build_dir)
     model, _ = load_checkpoint(
         tiny_book.build_dir / "artifacts" / "checkpoints" / "improved", "cpu"

@@ -23,13 +23,10 @@ The pieces, in the order chapter 02 uses them:
 from __future__ import annotations
 
 import os
-import resource
-import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +36,8 @@ import torch
 from scipy.linalg.blas import sgemm
 from tqdm import tqdm
 
-from .matrix import csr_arrays, csr_from_arrays
-from .metrics import (
+from ..book.paths import artifacts_dir, require_artifact
+from ..evaluation.metrics import (
     catalogue_coverage,
     hit_ranks,
     hr_at_k,
@@ -50,7 +47,7 @@ from .metrics import (
     ndcg_at_k,
     ranking_metrics,
 )
-from .paths import artifacts_dir, require_artifact
+from ..evaluation.protocol import Split, _as_counts, _as_csr, _as_rows
 
 __all__ = [
     "AGGREGATIONS",
@@ -59,40 +56,27 @@ __all__ = [
     "STUDY_K",
     "TUNING_GRIDS",
     "WEIGHTINGS",
-    "Split",
     "aggregate_scores",
-    "bench_evaluate_hr10",
-    "bench_knn_all_users",
-    "bench_matrix",
-    "bench_ours_10k",
-    "bench_seed_dense_10k",
     "best_setting",
     "catalogue_coverage",
     "cf_top_n",
     "evaluation_table",
-    "extract_users",
     "hit_ranks",
-    "holdout_split",
     "hr_at_k",
     "hr_by_activity",
     "load_outcomes",
-    "load_split",
     "mean_popularity",
     "minmax_columns",
     "mrr_at_k",
     "ndcg_at_k",
     "neighbour_weights",
-    "ours_top_n",
     "outcomes_frame",
-    "peak_rss_mb",
     "popularity",
     "popularity_top_n",
     "ranking_metrics",
     "recommend_top_n",
     "recommendation_table",
     "save_outcomes",
-    "save_split",
-    "seed_dense_top_n",
     "similar_artists",
     "topk_neighbours",
     "tune_knn",
@@ -112,175 +96,10 @@ TUNING_GRIDS = {
 AGGREGATIONS = ("seed_as_run", "seed_as_written", "weighted")
 # the columns of outcomes_02.csv after user_id, artist_id (chapter 05 reads them)
 MODELS = ("popularity", "cf_seed", "cf_seed_as_written", "cf_weighted", "cf_tuned")
-SPLIT_FILE = "split.npz"
 OUTCOMES_FILE = "outcomes_02.csv"
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of block temporaries in topk_neighbours (all workers)
 
 _LOW32 = np.int64(0xFFFFFFFF)
-
-
-# --------------------------------------------------------------------------------------------------
-# input checks
-
-
-def _as_csr(matrix: sp.spmatrix | sp.sparray, name: str = "counts") -> sp.csr_matrix:
-    """A canonical CSR copy (sorted indices, duplicates summed, no explicit zeros)."""
-    if not sp.issparse(matrix):
-        raise TypeError(
-            f"{name} must be a scipy.sparse matrix (users x artists), got {type(matrix).__name__}"
-        )
-    if matrix.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {matrix.shape}")
-    m = sp.csr_matrix(matrix, copy=True)
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    m.sort_indices()
-    return m
-
-
-def _as_counts(counts: sp.spmatrix | sp.sparray, name: str = "counts") -> sp.csr_matrix:
-    m = _as_csr(counts, name)
-    if not np.issubdtype(m.dtype, np.integer):
-        if len(m.data) and not np.all(m.data == np.round(m.data)):
-            raise ValueError(
-                f"{name} must hold integer play counts, got dtype {m.dtype} with fractions"
-            )
-    if len(m.data) and m.data.min() < 0:
-        raise ValueError(f"{name} must hold non-negative play counts, found {m.data.min()}")
-    return m.astype(np.int64)
-
-
-def _as_rows(rows: Iterable[int] | np.ndarray, n: int, name: str = "rows") -> np.ndarray:
-    r = np.asarray(rows, dtype=np.int64).ravel()
-    if len(r) and (r.min() < 0 or r.max() >= n):
-        raise ValueError(
-            f"{name} must be row indices in [0, {n}), got values in [{r.min()}, {r.max()}]"
-        )
-    return r
-
-
-# --------------------------------------------------------------------------------------------------
-# the hold-out split
-
-
-@dataclass
-class Split:
-    """The study's hold-out: a training matrix and one hidden (row, column) pair per test user.
-
-    ``train`` is ``counts`` with exactly the hidden cells removed (int64 CSR, no explicit zeros);
-    ``test_rows`` ascend; ``hidden_cols[i]`` was at play-count rank ``hidden_rank[i]`` of row
-    ``test_rows[i]``.
-    """
-
-    train: sp.csr_matrix
-    test_rows: np.ndarray
-    hidden_cols: np.ndarray
-    hidden_rank: np.ndarray
-
-    @property
-    def n_test(self) -> int:
-        """Number of test users."""
-        return len(self.test_rows)
-
-
-def _share(test_share: float) -> Fraction:
-    if not 0 <= test_share <= 1:
-        raise ValueError(f"test_share must be within [0, 1], got {test_share}")
-    return Fraction(test_share).limit_denominator(1_000_000)
-
-
-def holdout_split(
-    counts: sp.csr_matrix,
-    seed: int,
-    *,
-    min_artists: int = 10,
-    test_share: float = 0.3,
-    ranks: tuple[int, int] = (2, 6),
-    candidate_rows: np.ndarray | None = None,
-) -> Split:
-    """The study's hold-out split (see the module docstring); every random choice from ``seed``.
-
-    Candidates are the rows of ``counts`` (or only ``candidate_rows``) in ascending order; the cap is
-    ``test_share`` of the number of candidates: a user is added while ``count < test_share * n``.
-    ``ranks`` is the inclusive range of play-count ranks to hide from (rank 1 is the top artist).
-    """
-    c = _as_counts(counts)
-    n_rows = c.shape[0]
-    lo, hi = int(ranks[0]), int(ranks[1])
-    if not 1 <= lo <= hi:
-        raise ValueError(f"ranks must be (lo, hi) with 1 <= lo <= hi, got {ranks}")
-    if hi > min_artists + 1:
-        raise ValueError(
-            f"ranks {ranks} reach beyond what a test user is sure to have (more than {min_artists} artists)"
-        )
-    share = _share(test_share)
-    if candidate_rows is None:
-        candidates = np.arange(n_rows, dtype=np.int64)
-    else:
-        candidates = np.unique(_as_rows(candidate_rows, n_rows, "candidate_rows"))
-    n_users = len(candidates)
-    # users are added while count * den < num * n_users: that is ceil(num * n_users / den) of them
-    cap = -(-share.numerator * n_users // share.denominator)
-    nnz = np.diff(c.indptr)
-    eligible = candidates[nnz[candidates] > min_artists]
-    test_rows = eligible[:cap]
-    rng = np.random.default_rng(seed)
-    hidden_rank = rng.integers(lo, hi + 1, size=len(test_rows)).astype(np.int64)
-    hidden_cols = np.empty(len(test_rows), dtype=np.int64)
-    positions = np.empty(len(test_rows), dtype=np.int64)
-    for i, (r, rank) in enumerate(zip(test_rows, hidden_rank, strict=True)):
-        start, end = c.indptr[r], c.indptr[r + 1]
-        # stable sort of descending counts: ties keep ascending column (= artist id) order
-        pos = np.argsort(-c.data[start:end], kind="stable")[rank - 1]
-        positions[i] = start + pos
-        hidden_cols[i] = c.indices[start + pos]
-    train = c.copy()
-    train.data[positions] = 0
-    train.eliminate_zeros()
-    return Split(train, test_rows.astype(np.int64), hidden_cols, hidden_rank)
-
-
-def save_split(split: Split, build_dir: str | os.PathLike | None, name: str = SPLIT_FILE) -> Path:
-    """Write the split to ``BUILD_DIR/artifacts/split.npz`` (or ``name``)."""
-    path = artifacts_dir(build_dir) / name
-    np.savez_compressed(
-        path,
-        **csr_arrays(split.train),
-        test_rows=split.test_rows,
-        hidden_cols=split.hidden_cols,
-        hidden_rank=split.hidden_rank,
-    )
-    return path
-
-
-def load_split(build_dir: str | os.PathLike | None, name: str = SPLIT_FILE) -> Split:
-    """Read the split written by chapter 02 (``save_split``)."""
-    path = require_artifact(build_dir, name, "02_collaborative_filtering")
-    with np.load(path) as z:
-        train = csr_from_arrays(z)
-        return Split(
-            train,
-            z["test_rows"].astype(np.int64),
-            z["hidden_cols"].astype(np.int64),
-            z["hidden_rank"].astype(np.int64),
-        )
-
-
-def extract_users(matrix, max_users: int = 0):
-    """The first ``max_users`` users (by id) of a ``UserArtistMatrix``, as the study's extract; 0 = all.
-
-    Columns are kept as they are (an artist nobody in the extract played is an empty column).
-    """
-    if max_users < 0:
-        raise ValueError(f"max_users must be >= 0 (0 = all users), got {max_users}")
-    if max_users == 0 or max_users >= matrix.shape[0]:
-        return matrix
-    return type(matrix)(
-        matrix.counts[:max_users].tocsr(),
-        matrix.user_ids[:max_users],
-        matrix.artist_ids,
-        matrix.artist_names,
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -982,167 +801,3 @@ def load_outcomes(build_dir: str | os.PathLike | None) -> pd.DataFrame:
     """Read ``outcomes_02.csv`` (int64 columns)."""
     path = require_artifact(build_dir, OUTCOMES_FILE, "02_collaborative_filtering")
     return pd.read_csv(path, dtype="int64")
-
-
-# --------------------------------------------------------------------------------------------------
-# benchmark bodies (make bench)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (``resource.getrusage``)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_matrix(
-    n_users: int = 45167,
-    n_artists: int = 560_000,
-    nnz: int = 20_000_000,
-    seed: int = 0,
-    *,
-    zipf_a: float = 1.0,
-    zipf_offset: float = 100.0,
-    activity_sigma: float = 1.0,
-) -> sp.csr_matrix:
-    """A random play-count matrix of 30Music's full shape for benchmarks (about ``nnz`` non-zeros).
-
-    Artist popularity is Zipf-like (weight of rank r: ``(r + 1 + zipf_offset) ** -zipf_a``, columns
-    shuffled): with the defaults the top artist reaches about a third of the users and the top 10%
-    of artists hold about 70% of the non-zeros. User activity is lognormal (``activity_sigma``);
-    each draw picks an artist by popularity and a user by activity, repeated draws of a cell
-    merge. Counts are geometric (mean 5). Every user has at least one artist.
-    """
-    rng = np.random.default_rng(seed)
-    activity = rng.lognormal(0.0, activity_sigma, n_users)
-    weights = (np.arange(n_artists) + 1.0 + zipf_offset) ** -zipf_a
-    draws = int(nnz * 1.08)  # repeated cells merge: draw a little more than the target
-    per_artist = rng.multinomial(draws, weights / weights.sum())
-    cols = np.repeat(rng.permutation(n_artists).astype(np.int64), per_artist)
-    cdf = np.cumsum(activity)
-    cdf /= cdf[-1]
-    rows = np.searchsorted(cdf, rng.random(draws), side="right").clip(max=n_users - 1)
-    rows = np.concatenate([rows, np.arange(n_users)])  # nobody is left empty
-    cols = np.concatenate([cols, rng.integers(0, n_artists, n_users)])
-    keys = np.unique(rows * np.int64(n_artists) + cols)
-    rows, cols = np.divmod(keys, n_artists)
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
-    data = rng.geometric(0.2, len(keys)).astype(np.int64)
-    return sp.csr_matrix((data, cols.astype(np.int32), indptr), shape=(n_users, n_artists))
-
-
-def bench_knn_all_users(counts: sp.csr_matrix, k: int = 30, weighting: str = "minmax") -> dict:
-    """Top-k neighbours of every user (the study's MinMax input): seconds and peak RSS."""
-    X = weight_matrix(counts, weighting)
-    t0 = time.perf_counter()
-    idx, _ = topk_neighbours(X, k)
-    seconds = time.perf_counter() - t0
-    return {
-        "seconds": seconds,
-        "n_users": int(counts.shape[0]),
-        "nnz": int(counts.nnz),
-        "k": k,
-        "mean_neighbours": float((idx >= 0).sum(axis=1).mean()),
-        "peak_rss_mb": peak_rss_mb(),
-    }
-
-
-def bench_evaluate_hr10(counts: sp.csr_matrix, seed: int = 0, k: int = 30) -> dict:
-    """The study's protocol end to end on all users (split, MinMax, kNN, as-run scores, HR@10)."""
-    t0 = time.perf_counter()
-    split = holdout_split(counts, seed)
-    idx, sim = user_neighbours(split.train, k, weighting="minmax", rows=split.test_rows)
-    top = cf_top_n(split.train, split.test_rows, idx, sim, "seed_as_run", 10)
-    hr = hr_at_k(hit_ranks(top, split.hidden_cols), 10)
-    return {
-        "seconds": time.perf_counter() - t0,
-        "n_test_users": split.n_test,
-        "hr_at_10_seed": hr,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-
-
-def seed_dense_top_n(
-    counts: sp.csr_matrix,
-    rows: np.ndarray,
-    k: int = 30,
-    n: int = 10,
-    *,
-    slab_bytes: int = 512 * 2**20,
-    progress: bool = False,
-) -> np.ndarray:
-    """The study's dense approach, re-implemented as the benchmark baseline (float64 numpy).
-
-    Dense pivot of the matrix's non-empty columns, MinMax per column, dense cosine of ``rows``
-    against every user, a full argsort per row for the ``k`` neighbours (zero similarities are not
-    neighbours, as in ``topk_neighbours``), the neighbours' dense count rows summed unweighted, heard
-    artists removed and a full argsort of the scores. The dense matrix is materialised in column
-    slabs of ``slab_bytes`` so that it fits in memory; the arithmetic is the dense one.
-    """
-    c = _as_counts(counts).tocsc()
-    nonempty = np.flatnonzero(np.diff(c.indptr) > 0)
-    c = c[:, nonempty]
-    n_users, n_cols = c.shape
-    rows = _as_rows(rows, n_users)
-    width = max(1, int(slab_bytes // (8 * max(n_users, 1))))
-    gram = np.zeros((len(rows), n_users))
-    sq = np.zeros(n_users)
-    for lo in tqdm(range(0, n_cols, width), desc="dense gram", disable=not progress, leave=False):
-        slab = c[:, lo : lo + width].toarray().astype(np.float64)
-        mn, mx = slab.min(axis=0), slab.max(axis=0)
-        rng = mx - mn
-        rng[rng == 0] = 1.0
-        slab = (slab - mn) / rng
-        gram += slab[rows] @ slab.T
-        sq += (slab * slab).sum(axis=1)
-    norm = np.sqrt(sq)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sims = gram / (norm[rows][:, None] * norm[None, :])
-    sims[~np.isfinite(sims)] = 0.0
-    sims[np.arange(len(rows)), rows] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    nsim = np.take_along_axis(sims, order, axis=1)
-    cr = c.tocsr()
-    out = np.full((len(rows), n), -1, dtype=np.int64)
-    for i, r in enumerate(rows):
-        nbrs = order[i][nsim[i] > 0]
-        score = cr[nbrs].toarray().sum(axis=0).astype(np.float64)
-        score[cr.indices[cr.indptr[r] : cr.indptr[r + 1]]] = -np.inf
-        top = np.argsort(-score, kind="stable")[:n]
-        top = top[score[top] > 0]
-        out[i, : len(top)] = nonempty[top]
-    return out
-
-
-def ours_top_n(counts: sp.csr_matrix, rows: np.ndarray, k: int = 30, n: int = 10) -> np.ndarray:
-    """The same recommendations as ``seed_dense_top_n``, sparse: MinMax, top-k kNN, as-run sums."""
-    idx, sim = user_neighbours(counts, k, weighting="minmax", rows=rows)
-    return cf_top_n(counts, rows, idx, sim, "seed_as_run", n)
-
-
-def _extract_rows(counts: sp.csr_matrix, seed: int, max_users: int, max_rows: int):
-    c = sp.csr_matrix(counts)[:max_users]
-    split = holdout_split(c, seed)
-    return split.train, split.test_rows[:max_rows]
-
-
-def bench_seed_dense_10k(
-    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 200
-) -> dict:
-    """The dense baseline on the first ``max_users`` users' training matrix, for the first
-    ``max_rows`` test users of its hold-out (its cost is linear in that number)."""
-    train, rows = _extract_rows(counts, seed, max_users, max_rows)
-    t0 = time.perf_counter()
-    seed_dense_top_n(train, rows)
-    return {"seconds": time.perf_counter() - t0, "n_users": train.shape[0], "n_rows": len(rows),
-            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
-
-
-def bench_ours_10k(
-    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 200
-) -> dict:
-    """``ours_top_n`` on exactly the input of ``bench_seed_dense_10k``."""
-    train, rows = _extract_rows(counts, seed, max_users, max_rows)
-    t0 = time.perf_counter()
-    ours_top_n(train, rows)
-    return {"seconds": time.perf_counter() - t0, "n_users": train.shape[0], "n_rows": len(rows),
-            "peak_rss_mb": peak_rss_mb()}  # fmt: skip

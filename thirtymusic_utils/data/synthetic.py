@@ -1092,7 +1092,7 @@ def describe(plays: pd.DataFrame, sessions: pd.DataFrame | None = None) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m thirtymusic_utils.synthetic --profile default --out DIR``."""
+    """Command line: ``python -m thirtymusic_utils.data.synthetic --profile default --out DIR``."""
     parser = argparse.ArgumentParser(description="Generate a synthetic 30Music dataset.")
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
     parser.add_argument("--seed", type=int, default=0)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 from importlib import metadata
 from pathlib import Path
 
@@ -86,3 +87,8 @@ def notebook_durations(build_dir: str | os.PathLike | None) -> pd.DataFrame:
             {"notebook": path.stem, "seconds": meta.get("duration"), "end": meta.get("end_time")}
         )
     return pd.DataFrame(rows, columns=["notebook", "seconds", "end"])
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (``resource.getrusage``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .paths import artifacts_dir, require_artifact
+from ..book.paths import artifacts_dir, require_artifact
 
 MATRIX_FILE = "matrix.npz"
 ARTISTS_FILE = "artists.csv"

@@ -1,0 +1,227 @@
+"""The bodies of ``make bench``'s model stages (``bench.py`` registers them), kept out of the model modules."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm import tqdm
+
+from .book.repro import peak_rss_mb
+from .evaluation.metrics import hit_ranks, hr_at_k
+from .evaluation.protocol import _as_counts, _as_rows, holdout_split
+from .models.knn import cf_top_n, topk_neighbours, user_neighbours, weight_matrix
+from .models.training import IMPROVED_TOWER, IMPROVED_TRAIN, fit, new_model, train_pairs
+from .models.two_tower import _check_counts
+from .study.sample import study_sample
+
+
+def bench_matrix(
+    n_users: int = 45167,
+    n_artists: int = 560_000,
+    nnz: int = 20_000_000,
+    seed: int = 0,
+    *,
+    zipf_a: float = 1.0,
+    zipf_offset: float = 100.0,
+    activity_sigma: float = 1.0,
+) -> sp.csr_matrix:
+    """A random play-count matrix of 30Music's full shape for benchmarks (about ``nnz`` non-zeros).
+
+    Artist popularity is Zipf-like (weight of rank r: ``(r + 1 + zipf_offset) ** -zipf_a``, columns
+    shuffled): with the defaults the top artist reaches about a third of the users and the top 10%
+    of artists hold about 70% of the non-zeros. User activity is lognormal (``activity_sigma``);
+    each draw picks an artist by popularity and a user by activity, repeated draws of a cell
+    merge. Counts are geometric (mean 5). Every user has at least one artist.
+    """
+    rng = np.random.default_rng(seed)
+    activity = rng.lognormal(0.0, activity_sigma, n_users)
+    weights = (np.arange(n_artists) + 1.0 + zipf_offset) ** -zipf_a
+    draws = int(nnz * 1.08)  # repeated cells merge: draw a little more than the target
+    per_artist = rng.multinomial(draws, weights / weights.sum())
+    cols = np.repeat(rng.permutation(n_artists).astype(np.int64), per_artist)
+    cdf = np.cumsum(activity)
+    cdf /= cdf[-1]
+    rows = np.searchsorted(cdf, rng.random(draws), side="right").clip(max=n_users - 1)
+    rows = np.concatenate([rows, np.arange(n_users)])  # nobody is left empty
+    cols = np.concatenate([cols, rng.integers(0, n_artists, n_users)])
+    keys = np.unique(rows * np.int64(n_artists) + cols)
+    rows, cols = np.divmod(keys, n_artists)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    data = rng.geometric(0.2, len(keys)).astype(np.int64)
+    return sp.csr_matrix((data, cols.astype(np.int32), indptr), shape=(n_users, n_artists))
+
+
+def bench_knn_all_users(counts: sp.csr_matrix, k: int = 30, weighting: str = "minmax") -> dict:
+    """Top-k neighbours of every user (the study's MinMax input): seconds and peak RSS."""
+    X = weight_matrix(counts, weighting)
+    t0 = time.perf_counter()
+    idx, _ = topk_neighbours(X, k)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "n_users": int(counts.shape[0]),
+        "nnz": int(counts.nnz),
+        "k": k,
+        "mean_neighbours": float((idx >= 0).sum(axis=1).mean()),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def bench_evaluate_hr10(counts: sp.csr_matrix, seed: int = 0, k: int = 30) -> dict:
+    """The study's protocol end to end on all users (split, MinMax, kNN, as-run scores, HR@10)."""
+    t0 = time.perf_counter()
+    split = holdout_split(counts, seed)
+    idx, sim = user_neighbours(split.train, k, weighting="minmax", rows=split.test_rows)
+    top = cf_top_n(split.train, split.test_rows, idx, sim, "seed_as_run", 10)
+    hr = hr_at_k(hit_ranks(top, split.hidden_cols), 10)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "n_test_users": split.n_test,
+        "hr_at_10_seed": hr,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def seed_dense_top_n(
+    counts: sp.csr_matrix,
+    rows: np.ndarray,
+    k: int = 30,
+    n: int = 10,
+    *,
+    slab_bytes: int = 512 * 2**20,
+    progress: bool = False,
+) -> np.ndarray:
+    """The study's dense approach, re-implemented as the benchmark baseline (float64 numpy).
+
+    Dense pivot of the matrix's non-empty columns, MinMax per column, dense cosine of ``rows``
+    against every user, a full argsort per row for the ``k`` neighbours (zero similarities are not
+    neighbours, as in ``topk_neighbours``), the neighbours' dense count rows summed unweighted, heard
+    artists removed and a full argsort of the scores. The dense matrix is materialised in column
+    slabs of ``slab_bytes`` so that it fits in memory; the arithmetic is the dense one.
+    """
+    c = _as_counts(counts).tocsc()
+    nonempty = np.flatnonzero(np.diff(c.indptr) > 0)
+    c = c[:, nonempty]
+    n_users, n_cols = c.shape
+    rows = _as_rows(rows, n_users)
+    width = max(1, int(slab_bytes // (8 * max(n_users, 1))))
+    gram = np.zeros((len(rows), n_users))
+    sq = np.zeros(n_users)
+    for lo in tqdm(range(0, n_cols, width), desc="dense gram", disable=not progress, leave=False):
+        slab = c[:, lo : lo + width].toarray().astype(np.float64)
+        mn, mx = slab.min(axis=0), slab.max(axis=0)
+        rng = mx - mn
+        rng[rng == 0] = 1.0
+        slab = (slab - mn) / rng
+        gram += slab[rows] @ slab.T
+        sq += (slab * slab).sum(axis=1)
+    norm = np.sqrt(sq)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sims = gram / (norm[rows][:, None] * norm[None, :])
+    sims[~np.isfinite(sims)] = 0.0
+    sims[np.arange(len(rows)), rows] = -np.inf
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    nsim = np.take_along_axis(sims, order, axis=1)
+    cr = c.tocsr()
+    out = np.full((len(rows), n), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        nbrs = order[i][nsim[i] > 0]
+        score = cr[nbrs].toarray().sum(axis=0).astype(np.float64)
+        score[cr.indices[cr.indptr[r] : cr.indptr[r + 1]]] = -np.inf
+        top = np.argsort(-score, kind="stable")[:n]
+        top = top[score[top] > 0]
+        out[i, : len(top)] = nonempty[top]
+    return out
+
+
+def ours_top_n(counts: sp.csr_matrix, rows: np.ndarray, k: int = 30, n: int = 10) -> np.ndarray:
+    """The same recommendations as ``seed_dense_top_n``, sparse: MinMax, top-k kNN, as-run sums."""
+    idx, sim = user_neighbours(counts, k, weighting="minmax", rows=rows)
+    return cf_top_n(counts, rows, idx, sim, "seed_as_run", n)
+
+
+def _extract_rows(counts: sp.csr_matrix, seed: int, max_users: int, max_rows: int):
+    c = sp.csr_matrix(counts)[:max_users]
+    split = holdout_split(c, seed)
+    return split.train, split.test_rows[:max_rows]
+
+
+def bench_seed_dense_10k(
+    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 200
+) -> dict:
+    """The dense baseline on the first ``max_users`` users' training matrix, for the first
+    ``max_rows`` test users of its hold-out (its cost is linear in that number)."""
+    train, rows = _extract_rows(counts, seed, max_users, max_rows)
+    t0 = time.perf_counter()
+    seed_dense_top_n(train, rows)
+    return {"seconds": time.perf_counter() - t0, "n_users": train.shape[0], "n_rows": len(rows),
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def bench_ours_10k(
+    counts: sp.csr_matrix, seed: int = 0, *, max_users: int = 10_000, max_rows: int = 200
+) -> dict:
+    """``ours_top_n`` on exactly the input of ``bench_seed_dense_10k``."""
+    train, rows = _extract_rows(counts, seed, max_users, max_rows)
+    t0 = time.perf_counter()
+    ours_top_n(train, rows)
+    return {"seconds": time.perf_counter() - t0, "n_users": train.shape[0], "n_rows": len(rows),
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmarks (wired into `make bench` by bench.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_sample_full(counts: sp.spmatrix, seed: int = 0) -> dict[str, float]:
+    """Time the study's sample rule on ``counts``: seconds, samples per second, sample sizes."""
+    t0 = time.perf_counter()
+    sample = study_sample(counts, seed=seed)
+    seconds = time.perf_counter() - t0
+    n_pos = int(sample.is_positive.sum())
+    return {
+        "seconds": seconds,
+        "samples_per_second": len(sample) / seconds if seconds > 0 else float("nan"),
+        "n_sample": len(sample),
+        "n_positives": n_pos,
+        "n_negatives": len(sample) - n_pos,
+    }
+
+
+def bench_train_epoch_full(
+    counts: sp.spmatrix,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    max_pairs: int = 1_000_000,
+) -> dict[str, float | str]:
+    """Time one epoch of the ``improved`` training over the pairs of ``counts``.
+
+    At most ``max_pairs`` pairs (a uniform random subset, from ``seed``) are timed, so the benchmark
+    stays bounded on the CPU; ``epoch_seconds_estimate`` scales the time to all pairs.
+    """
+    csr = _check_counts(counts)
+    users, artists, w = train_pairs(csr, IMPROVED_TRAIN.pair_weighting)
+    n_total = len(users)
+    if max_pairs and n_total > max_pairs:
+        pick = np.sort(np.random.default_rng(seed).choice(n_total, size=max_pairs, replace=False))
+        users, artists, w = users[pick], artists[pick], w[pick]
+    model = new_model(csr.shape[0], csr.shape[1], IMPROVED_TOWER, seed)
+    if model.has_history:
+        model.set_history(csr)
+    cfg = IMPROVED_TRAIN.replace(epochs=1, patience=0)
+    result = fit(model, users, artists, w, cfg, seed=seed, device=device, progress=False)
+    seconds = float(result.history["epoch_seconds"].iloc[0])
+    sps = len(users) / seconds if seconds > 0 else float("nan")
+    return {
+        "seconds": seconds,
+        "samples_per_second": sps,
+        "n_pairs": n_total,
+        "n_pairs_timed": len(users),
+        "epoch_seconds_estimate": n_total / sps if sps == sps and sps > 0 else float("nan"),
+        "device": result.device,
+    }

@@ -1,0 +1,1 @@
+"""The hold-out protocol, ranking metrics, per-user outcomes and statistics."""

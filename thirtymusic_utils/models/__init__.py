@@ -1,0 +1,1 @@
+"""Our methods: popularity, user/item kNN, strong baselines, the two-tower model and its trainer."""
