@@ -131,6 +131,12 @@ class _Links(HTMLParser):
                 self.refs.append((tag, value))
 
 
+#: Chapters not yet presented for readers (issue 11): their reader problems are reported as warnings,
+#: not failures. Empty this set as each chapter gets its tags, glued figures and book tables.
+PRESENTATION_PENDING: frozenset[str] = frozenset(
+    {"02_collaborative_filtering", "03_baselines", "04_embeddings", "05_training", "06_t_test",
+     "07_comparison"}
+)  # fmt: skip
 #: Most lines of code a page may show outside collapsed (hide-input) or removed cells.
 VISIBLE_CODE_BUDGET = 40
 #: An absolute path of a machine (Unix home/build folders or a Windows drive).
@@ -242,9 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     html = build_path(args.build_dir) / "html"
     if args.command == "build":
         html = build_book(args.build_dir)
-    problems = check_html(html, toc_files(PROJECT_ROOT / "book" / "_toc.yml"))
+    pages = toc_files(PROJECT_ROOT / "book" / "_toc.yml")
+    ready = [p for p in pages if p not in PRESENTATION_PENDING]
+    problems = check_html(html, pages, reader_pages=ready)
     for problem in problems:
         print(problem, file=sys.stderr)
+    pending = [p for p in pages if p in PRESENTATION_PENDING and (html / f"{p}.html").exists()]
+    for name in pending:
+        found = check_reader_page((html / f"{name}.html").read_text(errors="replace"), name)
+        if found:
+            print(f"warning: {name} is not yet presented for readers ({len(found)} problems, e.g. "
+                  f"{found[0]})", file=sys.stderr)  # fmt: skip
     if not problems:
         print(f"The book: {html / 'index.html'}")
     return 1 if problems else 0

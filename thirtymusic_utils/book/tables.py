@@ -69,7 +69,8 @@ LABELS: dict[str, str] = {
 }
 _ACRONYMS = {"hr": "HR", "mrr": "MRR", "ndcg": "NDCG", "ci": "CI", "cf": "CF", "knn": "kNN",
              "id": "id", "ids": "ids", "mb": "MB", "gb": "GB", "csv": "CSV", "ials": "iALS",
-             "ease": "EASE", "bpr": "BPR", "rp3beta": "RP3beta", "sha256": "SHA-256"}  # fmt: skip
+             "ease": "EASE", "bpr": "BPR", "rp3beta": "RP3beta", "sha256": "SHA-256",
+             "pvalue": "p-value"}  # fmt: skip
 _P_COLUMN = re.compile(r"(^|_)(p|pvalue|p_value|pval)(_|$)", re.I)
 
 
@@ -178,7 +179,7 @@ class BookTable:
             if self.show_index:
                 cells = f'<th scope="row">{html.escape(str(idx))}</th>' + cells
             body.append(f"<tr>{cells}</tr>")
-        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        cap = f'<p class="book-table-caption">{html.escape(self.caption)}</p>' if self.caption else ""
         note = ""
         if self.download:
             shown = len(self.frame)
@@ -189,7 +190,7 @@ class BookTable:
                 f'download>download the whole table (CSV)</a>.</p>'
             )
         return (
-            f'<div class="book-table-wrap"><table class="book-table table">{cap}'
+            f'<div class="book-table-wrap">{cap}<table class="book-table table">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}</div>"
         )
 
