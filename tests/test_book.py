@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import html as html_lib
+import json
 from pathlib import Path
 
 import pytest
 
-from thirtymusic_utils.book.site import build_book, check_html, toc_files
+from thirtymusic_utils.book.site import (
+    PRESENTATION_PENDING,
+    build_book,
+    check_html,
+    toc_files,
+)
 from thirtymusic_utils.data.matrix import load_matrix
 from thirtymusic_utils.data.readers import read_plays
 
@@ -25,6 +32,11 @@ def test_chapter_01_results_match_the_data(tiny_book):
     matrix = load_matrix(tiny_book.build_dir)
     assert matrix.counts.nnz == results["n_pairs"]
     assert results["plays_unknown_track"] >= 0 and results["layout"] == "idomaar"
+    assert results["data_files"] == sum(1 for f in tiny_book.data_dir.rglob("*") if f.is_file())
+    assert results["data_bytes"] == sum(
+        f.stat().st_size for f in tiny_book.data_dir.rglob("*") if f.is_file()
+    )
+    assert results["data_source"] == "synthetic" and results["data_profile"] == "tiny"
 
 
 @pytest.mark.notebook
@@ -35,7 +47,18 @@ def test_strict_book_build_has_every_chapter_and_no_broken_links(tiny_book):
     assert len(results["repro_fingerprint"]) == 16
     html = build_book(tiny_book.build_dir)  # -W -n --keep-going: any warning raises
     pages = toc_files(ROOT / "book" / "_toc.yml")
-    assert check_html(html, pages) == []
+    ready = [p for p in pages if p not in PRESENTATION_PENDING]
+    assert check_html(html, pages, reader_pages=ready) == []
     chapter = (html / "01_user_artist_matrix.html").read_text()
-    assert "<img" in chapter  # the figures were rendered
+    assert chapter.count("<figcaption") >= 2 and "Fig. 1" in chapter  # numbered, captioned figures
     assert f"{results['repro_fingerprint']}" in (html / "09_reproducibility.html").read_text()
+    conclusions = json.loads(
+        (tiny_book.build_dir / "artifacts" / "08_conclusions.json").read_text()
+    )
+    intro, page_08 = (html / "intro.html").read_text(), (html / "08_conclusions.html").read_text()
+    for key in ("verdict_study", "verdict_ttest", "verdict_headline"):
+        sentence = conclusions[f"concl_{key}"]
+        assert html_lib.escape(sentence[:40], quote=False) in intro  # glued, not typed
+        assert html_lib.escape(sentence[:40], quote=False) in page_08
+    assert "concl_" not in page_08.replace("concl_ci_level", "")  # verdicts, not key dumps
+    assert "not a reproduction" in chapter and "not a reproduction" in page_08  # the data banner

@@ -68,7 +68,9 @@ def _execute(ws, code: str, timeout: float) -> list[dict]:
         elif kind in {"error", "stream", "display_data", "execute_result"}:
             outputs.append(msg)
     if reply["status"] != "ok":
-        raise AssertionError(f"cell failed: {reply.get('ename')}: {reply.get('evalue')}\n{code[:300]}")
+        raise AssertionError(
+            f"cell failed: {reply.get('ename')}: {reply.get('evalue')}\n{code[:300]}"
+        )
     return outputs
 
 
@@ -83,7 +85,10 @@ def test_jupyterlab_runs_chapter_01_on_the_project_kernel(tmp_path):
     (work / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / "notebooks" / "01_user_artist_matrix.ipynb", work / "notebooks")
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
          f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
@@ -105,7 +110,9 @@ def test_jupyterlab_runs_chapter_01_on_the_project_kernel(tmp_path):
         specs = _get(f"{base}/api/kernelspecs", token)["kernelspecs"]
         assert KERNEL in specs, f"the project's kernel {KERNEL!r} is not installed: {sorted(specs)}"
         nb = _get(f"{base}/api/contents/notebooks/01_user_artist_matrix.ipynb", token)["content"]
-        assert nb["metadata"]["kernelspec"]["name"] == KERNEL  # Lab opens it on the project's kernel
+        assert (
+            nb["metadata"]["kernelspec"]["name"] == KERNEL
+        )  # Lab opens it on the project's kernel
         session = _get(f"{base}/api/sessions", token, method="POST", data={
             "path": "notebooks/01_user_artist_matrix.ipynb", "type": "notebook",
             "name": "01_user_artist_matrix.ipynb", "kernel": {"name": KERNEL}})  # fmt: skip
@@ -124,7 +131,9 @@ def test_jupyterlab_runs_chapter_01_on_the_project_kernel(tmp_path):
                 _execute(ws, 'profile = "tiny"', timeout=30)
         ws.close()
         assert not [o for o in outputs if o["header"]["msg_type"] == "error"]
-        results = json.loads((work / "build" / "artifacts" / "01_user_artist_matrix.json").read_text())
+        results = json.loads(
+            (work / "build" / "artifacts" / "01_user_artist_matrix.json").read_text()
+        )
         assert results["data_source"] == "synthetic" and results["n_users"] > 0
         assert (work / "build" / "data" / "synthetic-tiny-seed0" / "COMPLETE").exists()
     finally:

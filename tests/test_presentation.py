@@ -66,7 +66,7 @@ def test_labels_are_words():
     assert human_label("hr_at_10") == "HR@10"
     assert human_label("n_test_users") == "Test users"
     assert human_label("cf_coverage_seed") == "CF coverage seed"
-    assert human_label("n_sessions") == "Sessions (count)"
+    assert human_label("n_sessions") == "Sessions" and human_label("n_val_users") == "Val users"
     assert human_label("first 4,620 users") == "first 4,620 users"
     assert human_label("x", {"x": "Ex"}) == "Ex"
 
@@ -127,15 +127,28 @@ def test_figures_need_alt_text_and_fit_the_column():
 
 def test_banner_says_which_data_and_that_the_stand_in_is_no_reproduction():
     synthetic = banner_text(
-        {"data_source": "synthetic", "data_profile": "default", "data_seed": 0, "n_users": 12000,
-         "n_plays": 1234567, "layout": "idomaar"}  # fmt: skip
+        {
+            "data_source": "synthetic",
+            "data_profile": "default",
+            "data_seed": 0,
+            "n_users": 12000,
+            "n_plays": 1234567,
+            "layout": "idomaar",
+        }  # fmt: skip
     )
     assert "synthetic stand-in" in synthetic and "not a reproduction" in synthetic
     assert "12,000 users" in synthetic and "1,234,567 plays" in synthetic
     assert synthetic.startswith(":::{admonition}")
     real = banner_text(
-        {"data_source": "user-supplied", "layout": "hetrec", "data_name": "hetrec2011-lastfm-2k",
-         "data_bytes": 3_100_000, "data_files": 7, "n_users": 1892, "n_plays": 92834}  # fmt: skip
+        {
+            "data_source": "user-supplied",
+            "layout": "hetrec",
+            "data_name": "hetrec2011-lastfm-2k",
+            "data_bytes": 3_100_000,
+            "data_files": 7,
+            "n_users": 1892,
+            "n_plays": 92834,
+        }  # fmt: skip
     )
     assert "HetRec" in real and "3.1 MB in 7 files" in real and "1,892 users" in real
     assert "reproduction" not in real and not ABSOLUTE_PATH.search(real)
@@ -217,9 +230,15 @@ def test_a_missing_key_names_the_chapter_that_should_write_it():
         headline_sentence(results)
     # before the split into 03/07, the comparison keys of 06 stand in for the agreed ones
     old = Results(
-        {"06_t_test": {"hr_diff_ci_low": -0.1, "hr_diff_ci_high": 0.05, "paired_pvalue": 1.0,
-                       "paired_cf_label": "User-kNN CF, similarity-weighted"},
-         "05_training": {"hr_at_10_embedding": 0.3}}  # fmt: skip
+        {
+            "06_t_test": {
+                "hr_diff_ci_low": -0.1,
+                "hr_diff_ci_high": 0.05,
+                "paired_pvalue": 1.0,
+                "paired_cf_label": "User-kNN CF, similarity-weighted",
+            },
+            "05_training": {"hr_at_10_embedding": 0.3},
+        }  # fmt: skip
     )
     assert "level with the strongest baseline, User-kNN CF, similarity-weighted" in (
         headline_sentence(old)
@@ -269,7 +288,9 @@ def test_reader_checks_pass_a_good_page_and_find_what_a_reader_trips_over():
     assert check_reader_page(GOOD_PAGE, "good") == []
     assert visible_code_lines(GOOD_PAGE) == 1
     bad = (
-        GOOD_PAGE.replace('alt="Users per bucket"', 'alt="_images/3f00bf3e6e2b30a79d824561396a3fc9.png"')
+        GOOD_PAGE.replace(
+            'alt="Users per bucket"', 'alt="_images/3f00bf3e6e2b30a79d824561396a3fc9.png"'
+        )
         .replace("<figcaption>Fig. 1 Users.</figcaption>", "")
         .replace("<td>1</td>", "<td>NaN</td>")
         .replace("<p>Text</p>", "<p>Read /tmp/build-x/data and {glue:text}`k`</p>")
@@ -314,10 +335,14 @@ def _source_problems(name: str) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("chapter", [c for c in CHAPTERS if (ROOT / "notebooks" / f"{c}.ipynb").exists()])
+@pytest.mark.parametrize(
+    "chapter", [c for c in CHAPTERS if (ROOT / "notebooks" / f"{c}.ipynb").exists()]
+)
 def test_chapter_tags_hide_the_plumbing(chapter, request):
     if chapter in PRESENTATION_PENDING:
-        request.applymarker(pytest.mark.xfail(reason="presentation pending (issue 11)", strict=False))
+        request.applymarker(
+            pytest.mark.xfail(reason="presentation pending (issue 11)", strict=False)
+        )
     assert _source_problems(chapter) == []
 
 

@@ -63,14 +63,14 @@ def banner_text(facts: Mapping[str, Any]) -> str:
             )
         name = facts.get("data_name")
         named = f" `{name}`" if name else ""
-        title = "Data: " + ("HetRec 2011 Last.fm" if layout == "hetrec" else "30Music, user-supplied")
+        title = "Data: " + (
+            "HetRec 2011 Last.fm" if layout == "hetrec" else "30Music, user-supplied"
+        )
         body = f"This page is about {what}{named}{size}: {counts}."
     return f":::{{admonition}} {title}\n:class: note data-banner\n\n{body}\n:::\n"
 
 
-def glue_banner(
-    build_dir: str | os.PathLike | None, facts: Mapping[str, Any] | None = None
-) -> str:
+def glue_banner(build_dir: str | os.PathLike | None, facts: Mapping[str, Any] | None = None) -> str:
     """Glue the banner (from chapter 01's results unless ``facts`` are given) as ``data_banner``."""
     facts = load_results(build_dir, "01_user_artist_matrix") if facts is None else facts
     text = banner_text(facts)

@@ -83,7 +83,10 @@ def clean_notebook(notebook: dict) -> dict:
         if tags & DROP_TAGS:
             continue
         if tags & REMOVE_TAGS and "remove-cell" not in tags:
-            cell.setdefault("metadata", {})["tags"] = [*cell["metadata"].get("tags", []), "remove-cell"]
+            cell.setdefault("metadata", {})["tags"] = [
+                *cell["metadata"].get("tags", []),
+                "remove-cell",
+            ]
         if cell.get("cell_type") == "code":
             cell["outputs"] = [o for o in cell.get("outputs", []) if not _noise(o)]
         cells.append(cell)
@@ -140,7 +143,9 @@ PRESENTATION_PENDING: frozenset[str] = frozenset(
 #: Most lines of code a page may show outside collapsed (hide-input) or removed cells.
 VISIBLE_CODE_BUDGET = 40
 #: An absolute path of a machine (Unix home/build folders or a Windows drive).
-ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/(?:tmp|home|work|root|Users|var|mnt|opt|private|srv)/\S*|\b[A-Z]:\\\S+")
+ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.~/-])/(?:tmp|home|work|root|Users|var|mnt|opt|private|srv)/\S*|\b[A-Z]:\\\S+"
+)
 _BAD_OUTPUT = re.compile(r"\bNaN\b|\bnan\b|\bNone\b|Traceback \(most recent call last\)|\bNaT\b")
 _HASH_ALT = re.compile(r"[0-9a-f]{24,}|\.(png|svg|jpe?g)$", re.I)
 _HIDDEN_INPUT = {"tag_hide-input", "tag_remove-input", "tag_hide-cell", "tag_remove-cell"}
@@ -194,9 +199,20 @@ def check_reader_page(page_html: str, name: str, budget: int = VISIBLE_CODE_BUDG
         problems.append(f"{name}: shows an absolute path {found.group(0)!r}")
     if "{glue" in text:
         problems.append(f"{name}: an unresolved glue role")
+    if name[:2].isdigit():
+        banner = article.select_one("div.data-banner")
+        first_h2 = article.find("h2")
+        if banner is None:
+            problems.append(
+                f"{name}: no data banner (glue_banner + a glue:md data_banner at the top)"
+            )
+        elif first_h2 is not None and first_h2 in banner.find_all_previous("h2"):
+            problems.append(f"{name}: the data banner comes after the first section")
     lines = visible_code_lines(page_html)
     if lines > budget:
-        problems.append(f"{name}: shows {lines} lines of code (budget {budget}; tag plumbing hide-input)")
+        problems.append(
+            f"{name}: shows {lines} lines of code (budget {budget}; tag plumbing hide-input)"
+        )
     return problems
 
 
@@ -234,6 +250,30 @@ def check_html(
     for name in pages if reader_pages is None else reader_pages:
         if (html / f"{name}.html").exists():
             problems += check_reader_page((html / f"{name}.html").read_text(errors="replace"), name)
+        download = html / "_sources" / f"{name}.ipynb"
+        if download.exists():
+            problems += check_download(download)
+    return problems
+
+
+def check_download(path: Path) -> list[str]:
+    """Noise in a downloadable notebook: stderr or progress-bar outputs, injected parameters, paths."""
+    nb = json.loads(path.read_text())
+    problems = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            problems.append(f"_sources/{path.name}: cell {i} holds papermill's injected parameters")
+        if any(_noise(o) for o in cell.get("outputs", [])):
+            problems.append(f"_sources/{path.name}: cell {i} has stderr or progress-bar output")
+        for out in cell.get("outputs", []):
+            text = json.dumps(out.get("text", "")) + json.dumps(
+                out.get("data", {}).get("text/plain", "")
+            )
+            found = ABSOLUTE_PATH.search(text)
+            if found:
+                problems.append(
+                    f"_sources/{path.name}: cell {i} prints an absolute path {found.group(0)!r}"
+                )
     return problems
 
 

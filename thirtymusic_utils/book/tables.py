@@ -66,6 +66,20 @@ LABELS: dict[str, str] = {
     "version": "Version",
     "cpu_count": "CPU cores",
     "torch_device": "Torch device",
+    # the calibration statistics of data/synthetic.py (describe, REAL_FACTS)
+    "n_sessions": "Sessions",
+    "user_artists_median": "Artists per user, median",
+    "user_artists_p75": "Artists per user, 75th percentile",
+    "user_artists_p90": "Artists per user, 90th percentile",
+    "user_artists_p99": "Artists per user, 99th percentile",
+    "share_users_over_10_artists": "Share of users with over 10 artists",
+    "session_plays_median": "Plays per session, median",
+    "session_plays_p90": "Plays per session, 90th percentile",
+    "session_plays_p99": "Plays per session, 99th percentile",
+    "session_artists_median": "Artists per session, median",
+    "session_artists_p90": "Artists per session, 90th percentile",
+    "top_1pct_artist_share": "Share of plays, top 1% of artists",
+    "top_10pct_artist_share": "Share of plays, top 10% of artists",
 }
 _ACRONYMS = {"hr": "HR", "mrr": "MRR", "ndcg": "NDCG", "ci": "CI", "cf": "CF", "knn": "kNN",
              "id": "id", "ids": "ids", "mb": "MB", "gb": "GB", "csv": "CSV", "ials": "iALS",
@@ -84,7 +98,7 @@ def human_label(name: Any, labels: Mapping[str, str] | None = None) -> str:
         return key  # already written for a person
     words = key.replace("_at_", "@").split("_")
     if words and words[0] == "n" and len(words) > 1:
-        words = [*words[1:], "(count)"]
+        words = words[1:]  # n_users: the number of users
     out = []
     for w in words:
         if "@" in w:
@@ -179,7 +193,9 @@ class BookTable:
             if self.show_index:
                 cells = f'<th scope="row">{html.escape(str(idx))}</th>' + cells
             body.append(f"<tr>{cells}</tr>")
-        cap = f'<p class="book-table-caption">{html.escape(self.caption)}</p>' if self.caption else ""
+        cap = (
+            f'<p class="book-table-caption">{html.escape(self.caption)}</p>' if self.caption else ""
+        )
         note = ""
         if self.download:
             shown = len(self.frame)
@@ -187,7 +203,7 @@ class BookTable:
             more = f"The first {shown:,} of {total:,} rows; " if total > shown else ""
             note = (
                 f'<p class="book-table-note">{more}<a href="{html.escape(self.download)}" '
-                f'download>download the whole table (CSV)</a>.</p>'
+                f"download>download the whole table (CSV)</a>.</p>"
             )
         return (
             f'<div class="book-table-wrap">{cap}<table class="book-table table">'
@@ -244,7 +260,9 @@ def book_table(
     out = pd.DataFrame(index=df.index)
     used: set[str] = set()
     for label, (est, lo, hi) in (intervals or {}).items():
-        out[label] = [format_interval(a, b, c) for a, b, c in zip(df[est], df[lo], df[hi])]
+        out[label] = [
+            format_interval(a, b, c) for a, b, c in zip(df[est], df[lo], df[hi], strict=True)
+        ]
         used |= {est, lo, hi}
     pct = set(percent)
     for c in df.columns:
