@@ -141,7 +141,7 @@ PRESENTATION_PENDING: frozenset[str] = frozenset(
      "07_comparison"}
 )  # fmt: skip
 #: Most lines of code a page may show outside collapsed (hide-input) or removed cells.
-VISIBLE_CODE_BUDGET = 40
+VISIBLE_CODE_BUDGET = 60
 #: An absolute path of a machine (Unix home/build folders or a Windows drive).
 ABSOLUTE_PATH = re.compile(
     r"(?<![\w.~/-])/(?:tmp|home|work|root|Users|var|mnt|opt|private|srv)/\S*|\b[A-Z]:\\\S+"
