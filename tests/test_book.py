@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from thirtymusic_utils.book.browser import check_in_browser, find_chromium
 from thirtymusic_utils.book.site import (
     PRESENTATION_PENDING,
     build_book,
@@ -62,3 +63,9 @@ def test_strict_book_build_has_every_chapter_and_no_broken_links(tiny_book):
         assert html_lib.escape(sentence[:40], quote=False) in page_08
     assert "concl_" not in page_08.replace("concl_ci_level", "")  # verdicts, not key dumps
     assert "not a reproduction" in chapter and "not a reproduction" in page_08  # the data banner
+    binary = find_chromium()
+    if binary is not None:  # read as a reader would, when Chromium is installed (make check-book)
+        shots = tiny_book.build_dir / "screenshots"
+        found = check_in_browser(html, ready, shots, binary)
+        assert {page: problems for page, problems in found.items() if problems} == {}
+        assert all((shots / f"{page}.png").stat().st_size > 0 for page in ready)
