@@ -60,6 +60,7 @@ def test_numbers_are_written_for_a_person():
     assert format_pvalue(0.0) == "< 1e-300" and format_pvalue(None) == "—"
     assert format_interval(0.1534, 0.1421, 0.1649) == "0.153 [0.142, 0.165]"
     assert format_interval(0.2, float("nan"), None) == "0.200"
+    assert format_interval(0.01, -0.0003, 0.02) == "0.010 [-3.0e-04, 0.020]"  # never "-0.000"
 
 
 def test_labels_are_words():
@@ -195,6 +196,8 @@ def test_a_tie_is_level_with_and_the_disagreeing_test_is_stated():
     assert "best" not in text.replace("strongest", "")
     assert "Wilcoxon test on reciprocal ranks disagrees (p = 0.030)" in text
     assert "[-0.004, 0.010]" in text and "McNemar's p = 0.410" in text
+    near_zero = headline_sentence(_results(embedding_vs_best_baseline_ci_low=-0.0003))
+    assert "[-3.0e-04, 0.010]" in near_zero
     ahead = headline_sentence(
         _results(embedding_vs_best_baseline_ci_low=0.002, paired_pvalue=0.001)
     )
@@ -216,7 +219,8 @@ def test_search_limits_are_flagged_at_the_edge_of_a_grid():
 def test_study_and_ttest_sentences():
     study = study_sentence(_results())
     assert "HR@10 = 0.064 on this data (the study reported 0.065)" in study
-    assert "no more than the 0.004 a random ranking scores" in study and "0.011" in study
+    assert "own metric (the study reported 0.003), no more than the 0.004 a random ranking" in study
+    assert "(computed as the study meant it: 0.011)" in study
     ttest = ttest_sentence(_results())
     assert "significant (p = 3.6e-04)" in ttest and "33% of 500" in ttest
     assert "not significant (p = 0.200), so the two tests disagree" in ttest

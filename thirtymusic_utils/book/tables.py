@@ -161,7 +161,12 @@ def format_interval(estimate: Any, low: Any, high: Any, digits: int = 3) -> str:
     """``0.153 [0.142, 0.165]``; a missing bound shows as ``—``."""
 
     def one(v: Any) -> str:
-        return MISSING if is_missing(v) else f"{float(v):.{digits}f}"
+        if is_missing(v):
+            return MISSING
+        v = float(v)
+        if v != 0 and abs(v) < 0.5 * 10**-digits:  # would print as 0.000 or -0.000
+            return f"{v:.1e}"
+        return f"{v:.{digits}f}"
 
     if is_missing(low) and is_missing(high):
         return one(estimate)
