@@ -220,7 +220,11 @@ def test_study_and_ttest_sentences():
     study = study_sentence(_results())
     assert "HR@10 = 0.064 on this data (the study reported 0.065)" in study
     assert "own metric (the study reported 0.003), no more than the 0.004 a random ranking" in study
-    assert "(computed as the study meant it: 0.011)" in study
+    assert "(computed as the study meant it: 0.011)." in study  # real data: no calibration note
+    synthetic = Results(
+        {**_results().by_chapter, "01_user_artist_matrix": {"data_source": "synthetic"}}
+    )
+    assert "by construction, not a reproduction." in study_sentence(synthetic)
     ttest = ttest_sentence(_results())
     assert "significant (p = 3.6e-04)" in ttest and "33% of 500" in ttest
     assert "not significant (p = 0.200), so the two tests disagree" in ttest

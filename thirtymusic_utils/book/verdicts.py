@@ -221,6 +221,11 @@ def study_sentence(results: Results) -> str:
     correct = results.get("study_metric_seed_correct", None)
     if _is_num(correct):
         text += f" (computed as the study meant it: {_num(correct)})"
+    if results.get("data_source", None) == "synthetic":
+        text += (
+            "; on the synthetic stand-in, which was calibrated to the study's figures, a match with "
+            "them is by construction, not a reproduction"
+        )
     return text + "."
 
 
