@@ -17,7 +17,7 @@ KERNEL    := thirtymusic
 PYTEST_ARGS ?=
 
 NOTEBOOKS := 01_user_artist_matrix 02_collaborative_filtering 04_embeddings 05_training 06_t_test \
-             08_conclusions 09_reproducibility
+             08_conclusions intro 09_reproducibility
 EXECUTED  := $(NOTEBOOKS:%=$(BUILD_DIR)/executed/%.ipynb)
 STAMP     := $(VENV)/.installed-stamp
 PKG_SRC   := $(shell find thirtymusic_utils -name "*.py")
@@ -32,7 +32,7 @@ else
   DATA_DEP  :=
 endif
 
-.PHONY: help setup data execute book test test-fast lint format bench lab clean distclean FORCE
+.PHONY: help setup data execute book check-book lab-check test test-fast lint format bench lab clean distclean FORCE
 
 help: ## Show this help (the default goal)
 	@echo "Usage: make <target> [DATA_DIR=folder] [BUILD_DIR=build] [PROFILE=tiny|default|full] [SEED=0]"
@@ -78,15 +78,20 @@ $(E)/04_embeddings.ipynb: $(E)/02_collaborative_filtering.ipynb
 $(E)/05_training.ipynb: $(E)/04_embeddings.ipynb
 $(E)/06_t_test.ipynb: $(E)/05_training.ipynb
 $(E)/08_conclusions.ipynb: $(E)/06_t_test.ipynb
-$(E)/09_reproducibility.ipynb: $(E)/08_conclusions.ipynb
+$(E)/intro.ipynb: $(E)/08_conclusions.ipynb
+$(E)/09_reproducibility.ipynb: $(E)/intro.ipynb
 
 execute: $(EXECUTED) ## Execute every notebook in order with papermill (into BUILD_DIR/executed)
 
-$(BUILD_DIR)/html/index.html: $(EXECUTED) _config.yml book/_toc.yml $(wildcard book/*.md)
+$(BUILD_DIR)/html/index.html: $(EXECUTED) _config.yml book/_toc.yml $(wildcard book/*.md book/_static/*)
 	$(BIN)/python -m thirtymusic_utils.book.site build --build-dir $(BUILD_DIR)
 
 book: $(BUILD_DIR)/html/index.html ## Set up, generate data, execute the notebooks and build the HTML book
 	@echo "The book: $(abspath $(BUILD_DIR))/html/index.html"
+
+check-book: $(BUILD_DIR)/html/index.html ## Read the built book in headless Chromium (if installed): overflow, figures, NaN; screenshots
+	$(BIN)/python -m thirtymusic_utils.book.site check --build-dir $(BUILD_DIR)
+	$(BIN)/python -m thirtymusic_utils.book.browser --build-dir $(BUILD_DIR)
 
 test: $(STAMP) ## Run the whole test suite (unit, property, notebook smoke tests, strict book build)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -109,6 +114,9 @@ bench: $(STAMP) ## Time and measure memory of the pipeline on PROFILE=full (writ
 
 lab: $(STAMP) ## Open JupyterLab on the notebooks with the project's kernel
 	$(BIN)/jupyter lab notebooks
+
+lab-check: $(STAMP) ## Check make lab: a Jupyter server on the project's kernel runs chapter 01 with its defaults
+	$(BIN)/python -m pytest tests/test_book_lab.py -m slow $(PYTEST_ARGS)
 
 clean: ## Remove the build folder (executed notebooks, artifacts, the book; keeps .venv)
 	rm -rf $(BUILD_DIR)

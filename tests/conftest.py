@@ -42,6 +42,7 @@ class TinyBook:
         "05_training",
         "06_t_test",
         "08_conclusions",
+        "intro",
         "09_reproducibility",
     ]
 
