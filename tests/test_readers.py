@@ -356,7 +356,9 @@ def test_detect_layout_prefers_idomaar_when_both_forms_are_present(quirky: Path)
     write_csv(quirky, ["1;A"], [csv_session(1, 1, 1, [1])])
     assert detect_layout(quirky) == "idomaar"
     assert read_plays(quirky, max_unknown_share=ANY).attrs["report"]["layout"] == "idomaar"
-    assert read_plays(quirky, layout="csv", max_unknown_share=ANY).attrs["report"]["layout"] == "csv"
+    assert (
+        read_plays(quirky, layout="csv", max_unknown_share=ANY).attrs["report"]["layout"] == "csv"
+    )
 
 
 def test_unknown_layout_lists_the_expected_files(tmp_path: Path) -> None:

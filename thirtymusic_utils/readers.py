@@ -28,6 +28,10 @@ Nothing is lost or invented silently:
   weight cut short looks valid): that line is an error, or skipped and counted
   (``possibly_truncated_lines``). idomaar lines end in JSON and are checked like any other.
 
+On files of at least :data:`PARALLEL_MIN_BYTES` (the full ``tracks.idomaar`` and sessions files)
+the fast path runs in worker processes while the main process reads and counts; the result is the
+same (``THIRTYMUSIC_READ_WORKERS=0`` turns this off).
+
 Memory grows with the number of distinct (user, artist) pairs, with the number of sessions (the
 per-session frame of :func:`scan_plays`) and with ``tracks.idomaar`` (the track -> artists map),
 never with the size of the sessions file.
@@ -44,6 +48,7 @@ import re
 import sys
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -376,29 +381,30 @@ def _excl_cumsum(counts: np.ndarray) -> np.ndarray:
 _NUM = rb"(\d{1,10})"  # an id field; the value is checked against MAX_ID after conversion
 _TS = rb"(-?\d{1,18})"
 _EOL = rb"[ \r]*(?=\n)"  # trailing spaces only: a trailing TAB would be one more field
-_JID = rb"(?:0|[1-9]\d{0,9})"  # a JSON id: no leading zeros, checked against MAX_ID
-_JINT = rb"-?(?:0|[1-9]\d{0,17})"
+_JID = rb"(?!0\d)\d{1,10}"  # a JSON id: no leading zeros, checked against MAX_ID
+_JINT = rb"-?(?!0\d)\d{1,18}"
 _JNUM = _JINT + rb"(?:\.\d{1,17})?"
 _JSTR = rb'"[^"\\\x00-\x1f]*"'
 _PLAY = (
     rb'\{"type":"track","id":' + _JID + rb',"playstart":' + _JINT + rb',"playtime":' + _JINT
     + rb',"playratio":(?:null|' + _JNUM + rb'),"action":(?:null|"[a-z_]{0,32}")\}'
 )  # fmt: skip
+# (?:...)*+ is possessive: a line that fails does not backtrack through its objects
 _SESSION_RE = re.compile(
-    rb"\nevent\.session\t" + _NUM + rb"\t" + _TS + rb'\t\{"numtracks":(0|[1-9]\d{0,17}),'
+    rb"\nevent\.session\t" + _NUM + rb"\t" + _TS + rb'\t\{"numtracks":((?!0\d)\d{1,18}),'
     rb'"playtime":' + _JINT + rb'\} \{"subjects":\[\{"type":"user","id":(' + _JID + rb")\}\],"
-    rb'"objects":\[(?:' + _PLAY + rb"(?:," + _PLAY + rb")*)?\]\}" + _EOL
+    rb'"objects":\[(?:' + _PLAY + rb"(?:," + _PLAY + rb")*+)?\]\}" + _EOL
 )
 _TRACK_ID = b'"track","id":'
 _TRACK_ID_RE = re.compile(rb'"track","id":(\d{1,10})')
 _ARTIST_OBJ = rb'\{"type":"person","id":' + _JID + rb"\}"
 _ARTIST_ID_RE = re.compile(rb'"id":(\d{1,10})')
 _ENTITY = rb'\{"type":"[a-z_]{1,32}","id":' + _JINT + rb"\}"
-_ENTITIES = rb"(?:null|\[(?:" + _ENTITY + rb"(?:," + _ENTITY + rb")*)?\])"
+_ENTITIES = rb"(?:null|\[(?:" + _ENTITY + rb"(?:," + _ENTITY + rb")*+)?\])"
 _TRACK_RE = re.compile(
     rb"\ntrack\t" + _NUM + rb'\t-?\d{1,18}\t\{"duration":' + _JINT + rb',"playcount":' + _JINT
     + rb',"MBID":(?:null|' + _JSTR + rb'),"name":' + _JSTR + rb'\}\t\{"artists":\[('
-    + _ARTIST_OBJ + rb"(?:," + _ARTIST_OBJ + rb')*)\],"albums":' + _ENTITIES + rb',"tags":'
+    + _ARTIST_OBJ + rb"(?:," + _ARTIST_OBJ + rb')*+)\],"albums":' + _ENTITIES + rb',"tags":'
     + _ENTITIES + rb"\}" + _EOL
 )  # fmt: skip
 _PERSON_RE = re.compile(
@@ -748,9 +754,14 @@ def _all_ok(*arrays: np.ndarray) -> bool:
     return all(len(a) == 0 or int(a.max()) <= MAX_ID for a in arrays)
 
 
-def _names_ok(names: list[bytes], url_encoded: bool) -> bool:
-    """The names of a block the fast path matched decode as the slow path requires."""
-    return not url_encoded or all(_name_utf8_ok(n) for n in names if b"%" in n)
+_ESCAPED_HIGH_RE = re.compile(rb"%[89A-Fa-f][0-9A-Fa-f]")  # a %-escape of a byte >= 0x80
+
+
+def _names_ok(blob: bytes, names: list[bytes]) -> bool:
+    """The URL-encoded names of a block the fast path matched decode as the slow path requires."""
+    if _ESCAPED_HIGH_RE.search(blob) is None:  # only ASCII once decoded
+        return True
+    return all(_name_utf8_ok(n) for n in names if _ESCAPED_HIGH_RE.search(n))
 
 
 def _fast_persons(lines: list[bytes], need_names: bool) -> _Named | None:
@@ -760,7 +771,7 @@ def _fast_persons(lines: list[bytes], need_names: bool) -> _Named | None:
         return None
     ids, names = _columns(found, 2)
     arr = _ints(ids)
-    if not _all_ok(arr) or not _names_ok(names, True):
+    if not _all_ok(arr) or not _names_ok(blob, names):
         return None
     return _Named(arr, names if need_names else None)
 
@@ -772,7 +783,7 @@ def _fast_csv_persons(lines: list[bytes], need_names: bool) -> _Named | None:
         return None
     arr = _ints([f[0] for f in found])
     names = [f[2] for f in found]
-    if not _all_ok(arr) or not _names_ok(names, True):
+    if not _all_ok(arr) or not _names_ok(blob, names):
         return None
     return _Named(arr, names if need_names else None)
 
@@ -903,6 +914,7 @@ class _Source:
     header: str | None = None  # expected header line (compared case-insensitively)
     sep: str = "\t"
     may_be_cut: Callable[[bytes], bool] | None = None  # could a valid last line be cut short?
+    parallel: bool = False  # may ``fast`` (a module-level function) run in worker processes?
 
 
 def _csv_may_be_cut(line: bytes) -> bool:
@@ -975,6 +987,9 @@ def _skip(src: _Source, report: ReadReport, state: _FileState, line: int, reason
         state.first_skip = (line, reason)
 
 
+_NOT_RUN = object()  # the fast path has not been tried on a block yet
+
+
 def _parse_block(
     src: _Source,
     lines: list[bytes],
@@ -982,12 +997,16 @@ def _parse_block(
     report: ReadReport,
     errors: str,
     state: _FileState,
+    fast: Any = _NOT_RUN,
 ) -> Any:
-    """The fast path, else line by line (``start`` is the 1-based number of the first line)."""
-    try:
-        result = src.fast(lines)
-    except Exception:  # defensive: the slow path has the last word
-        result = None
+    """The fast path (or its result ``fast``, from a worker), else line by line (``start`` is the
+    1-based number of the first line)."""
+    result = fast
+    if result is _NOT_RUN:
+        try:
+            result = src.fast(lines)
+        except Exception:  # defensive: the slow path has the last word
+            result = None
     if result is not None:
         return result
     report.slow_path_lines += len(lines)
@@ -1023,8 +1042,11 @@ def _open_stream(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
         if kind is None:
             yield raw, raw
             return
-        opener = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind]
-        with opener(raw, mode="rb") as f:  # type: ignore[operator]
+        if kind == "gzip":
+            f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+        else:
+            f = bz2.BZ2File(raw) if kind == "bzip2" else lzma.LZMAFile(raw)
+        with f:
             yield f, raw
 
 
@@ -1087,6 +1109,64 @@ def _read_lines(f: IO[bytes], n: int, src: _Source, lineno: int) -> list[bytes]:
         ) from None
 
 
+PARALLEL_MIN_BYTES = 256 << 20
+"""Files at least this large (``tracks.idomaar``, the sessions) have their fast path run in worker
+processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: one less than the CPUs, at most 4; 0 turns
+it off). The main process reads, numbers the lines, falls back to the slow path and counts, in file
+order, so the result is the same."""
+
+
+def _read_workers() -> int:
+    setting = os.environ.get("THIRTYMUSIC_READ_WORKERS", "").strip()
+    if setting:
+        return max(0, int(setting))
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+@contextmanager
+def _fast_pool(src: _Source, size: int) -> Iterator[tuple[Any, int]]:
+    """A process pool for the fast path of a large file and its size, or (None, 0)."""
+    n = _read_workers() if src.parallel and size >= PARALLEL_MIN_BYTES else 0
+    pool = None
+    if n:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            # fork: workers need nothing from the main module (spawn would re-run a script
+            # that calls read_plays without a __main__ guard)
+            pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+        except (OSError, ValueError):  # no processes to be had (or no fork): read in this one
+            pool, n = None, 0
+    try:
+        yield pool, n
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fast_joined(fast: Callable[[list[bytes]], Any], data: bytes) -> Any:
+    """In a worker: the fast path of a block sent as one bytes object (cheap to pickle). A bare CR
+    splits a line in two here, which makes the fast path decline the block (too few matches)."""
+    return fast(data.splitlines(keepends=True))
+
+
+def _submit(pool: Any, fast: Callable, block: list[bytes]) -> Any:
+    try:
+        return pool.submit(_fast_joined, fast, b"".join(block))
+    except Exception:  # a broken pool: the main process runs the fast path itself
+        return None
+
+
+def _fast_result(future: Any) -> Any:
+    if future is None:
+        return _NOT_RUN
+    try:
+        return future.result()
+    except Exception:  # a worker that failed: the main process parses the block itself
+        return _NOT_RUN
+
+
 _CUT_REASON = (
     "the file does not end with a newline, so its last line may have been cut short (an id, a "
     "weight or a name cut short still looks valid); add the newline if the line is complete"
@@ -1115,7 +1195,19 @@ def _chunks(
             disable=not progress,
             file=sys.stderr,
         ) as bar,
+        _fast_pool(src, size) as (pool, workers),
     ):
+        pending: deque[tuple[Any, list[bytes], int]] = deque()
+        ahead = 2 * workers
+
+        def settle(keep: int) -> Iterator[Any]:
+            """Parse (in file order) the blocks sent to the workers, leaving ``keep`` in flight."""
+            while len(pending) > keep:
+                future, block, start = pending.popleft()
+                part = _parse_block(src, block, start, report, errors, state, _fast_result(future))
+                state.records += len(part)
+                yield part
+
         lineno = 0
         if src.header is not None:
             first = _read_lines(f, 1, src, 0)
@@ -1137,10 +1229,15 @@ def _chunks(
                 if lines[-1].strip(_TRIM) and src.may_be_cut(lines[-1]):
                     last = lines.pop()
             for offset, block in _blocks(lines) if lines else ():
+                if pool is not None:
+                    pending.append((_submit(pool, src.fast, block), block, lineno + offset + 1))
+                    yield from settle(ahead)
+                    continue
                 part = _parse_block(src, block, lineno + offset + 1, report, errors, state)
                 state.records += len(part)
                 yield part
             if last is not None:
+                yield from settle(0)
                 n = lineno + len(lines) + 1
                 if len(_parse_block(src, [last], n, report, errors, state)):  # else skipped
                     if errors == "raise":
@@ -1152,6 +1249,7 @@ def _chunks(
             now = raw.tell()
             bar.update(now - pos)
             pos = now
+        yield from settle(0)
     if state.records == 0:
         skipped = report.skipped_by_file[src.key]
         if skipped:
@@ -1479,6 +1577,7 @@ def scan_plays(
             _fast_tracks,
             _slow_track,
             _build_tracks,
+            parallel=True,
         )
         parts = list(_chunks(tsrc, report, errors, chunk_lines, progress))
         merged = _Tracks(
@@ -1500,6 +1599,7 @@ def scan_plays(
             _fast_sessions,
             _slow_session,
             _build_sessions,
+            parallel=True,
         )
     else:
         tracks = None
@@ -1512,6 +1612,7 @@ def scan_plays(
             header=_CSV_SESSIONS_HEADER,
             sep=";",
             may_be_cut=_csv_may_be_cut,
+            parallel=True,
         )
     pairs, sessions = _scan_sessions(ssrc, tracks, report, errors, chunk_lines, progress)
     keys, counts = pairs.result()
