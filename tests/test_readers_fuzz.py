@@ -204,7 +204,7 @@ def _slow_tuple(kind: str, rec) -> tuple:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(data=st.data())
 def test_the_fast_path_accepts_only_what_the_slow_path_accepts(kind: str, data) -> None:
     lines, fast, slow = KINDS[kind]

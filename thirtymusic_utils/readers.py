@@ -498,9 +498,10 @@ def _id_field(value: str, what: str) -> int:
 
 
 def _int_field(value: str, what: str) -> int:
-    if not _INT_RE.fullmatch(value.strip()) or len(value.strip().lstrip("-")) > 18:
+    stripped = value.strip()
+    if not _INT_RE.fullmatch(stripped) or len(stripped.lstrip("-")) > 18:
         raise _LineError(f"{what} {value[:40]!r} is not an integer (at most 18 digits)")
-    return int(value)
+    return int(stripped)
 
 
 def _json_id(value: Any, what: str) -> int:
