@@ -123,6 +123,10 @@ def assert_plays_equal(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_like=False)
 
 
+ANY = 1.0  # max_unknown_share for data that names unknown tracks or artists on purpose
+ALLOW = {"max_unknown_share": ANY}
+
+
 # --------------------------------------------------------------------------------------------------
 # A small hand-written dataset holding every quirk of the format
 
@@ -171,7 +175,7 @@ def test_quirky_lines_are_in_the_documented_form(quirky: Path) -> None:
 
 
 def test_read_plays_on_all_quirks(quirky: Path) -> None:
-    df = read_plays(quirky)
+    df = read_plays(quirky, max_unknown_share=ANY)
     assert_plays_equal(df, plays_frame(QUIRKY_PLAYS))
     report = df.attrs["report"]
     assert report["layout"] == "idomaar"
@@ -191,7 +195,7 @@ def test_read_plays_on_all_quirks(quirky: Path) -> None:
 
 
 def test_scan_sessions_frame(quirky: Path) -> None:
-    scan = scan_plays(quirky)
+    scan = scan_plays(quirky, max_unknown_share=ANY)
     s = scan.sessions
     assert list(s.columns) == ["session_id", "user_id", "timestamp", "n_plays", "n_artists"]
     assert all(s[c].dtype == np.int64 for c in s.columns)
@@ -300,7 +304,7 @@ def test_csv_form_empty_and_quoted_artist_lists(tmp_path: Path) -> None:
     ]
     folder = write_csv(tmp_path / "csv", persons, sessions)
     assert detect_layout(folder) == "csv"
-    scan = scan_plays(folder)
+    scan = scan_plays(folder, max_unknown_share=ANY)
     assert_plays_equal(
         scan.plays, plays_frame(Counter({(5, 1): 2, (5, 2): 1, (6, 2): 1, (6, 3): 1}))
     )
@@ -351,8 +355,10 @@ def test_csv_and_idomaar_forms_of_the_same_data_agree(tmp_path: Path) -> None:
 def test_detect_layout_prefers_idomaar_when_both_forms_are_present(quirky: Path) -> None:
     write_csv(quirky, ["1;A"], [csv_session(1, 1, 1, [1])])
     assert detect_layout(quirky) == "idomaar"
-    assert read_plays(quirky).attrs["report"]["layout"] == "idomaar"
-    assert read_plays(quirky, layout="csv").attrs["report"]["layout"] == "csv"
+    assert read_plays(quirky, max_unknown_share=ANY).attrs["report"]["layout"] == "idomaar"
+    assert (
+        read_plays(quirky, layout="csv", max_unknown_share=ANY).attrs["report"]["layout"] == "csv"
+    )
 
 
 def test_unknown_layout_lists_the_expected_files(tmp_path: Path) -> None:
@@ -605,7 +611,7 @@ def test_json_variants_take_the_slow_path_and_agree(quirky: Path, tmp_path: Path
                 for ln in lines
             ]
         write_lines(variant / rel, lines, "\r\n")
-    base, other = scan_plays(quirky), scan_plays(variant)
+    base, other = scan_plays(quirky, **ALLOW), scan_plays(variant, **ALLOW)
     assert base.report.slow_path_lines == 0
     assert other.report.slow_path_lines > 0
     pd.testing.assert_frame_equal(base.plays, other.plays)
@@ -618,25 +624,25 @@ def test_crlf_bom_and_blank_lines(quirky: Path, tmp_path: Path) -> None:
     for rel in LAYOUT_FILES["idomaar"]:
         lines = (quirky / rel).read_text().splitlines()
         write_lines(variant / rel, lines, "\r\n")
-    base, crlf = scan_plays(quirky), scan_plays(variant)
+    base, crlf = scan_plays(quirky, **ALLOW), scan_plays(variant, **ALLOW)
     assert crlf.report.slow_path_lines == 0  # CRLF is on the fast path
     pd.testing.assert_frame_equal(base.plays, crlf.plays)
     path = variant / "relations" / "sessions.idomaar"
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\r\n", b"\r\n\r\n", 1) + b"\n")
-    pd.testing.assert_frame_equal(base.plays, read_plays(variant))
+    pd.testing.assert_frame_equal(base.plays, read_plays(variant, **ALLOW))
 
 
 def test_sparse_huge_track_ids_use_the_searchsorted_lookup(tmp_path: Path) -> None:
     tracks = [track_line(2_000_000_000, [1]), track_line(5, [2]), track_line(1_999_999_999, [3])]
     sessions = [session_line(1, 1, 4, [2_000_000_000, 5, 1_999_999_999, 77, 5])]
     folder = write_idomaar(tmp_path / "d", [person_line(1, "A")], tracks, sessions)
-    df = read_plays(folder)
+    df = read_plays(folder, **ALLOW)
     assert_plays_equal(df, plays_frame(Counter({(4, 1): 1, (4, 2): 2, (4, 3): 1})))
     assert df.attrs["report"]["plays_unknown_track"] == 1
 
 
 def test_progress_bar_goes_to_stderr(quirky: Path, capsys) -> None:
-    read_plays(quirky, progress=True)
+    read_plays(quirky, progress=True, **ALLOW)
     captured = capsys.readouterr()
     assert captured.out == "" and "sessions.idomaar" in captured.err
 
@@ -656,6 +662,7 @@ def datasets(draw):
     sessions = draw(
         st.lists(
             st.tuples(st.integers(0, 6), st.lists(st.integers(0, n_tracks + 2), max_size=12)),
+            min_size=1,  # an empty sessions file is an error
             max_size=15,
         )
     )
@@ -721,13 +728,13 @@ def test_read_plays_matches_brute_force(tmp_path_factory, data) -> None:
     folder = write_random(tmp_path_factory.mktemp("h"), *data)
     counts, per_session = brute_force(track_artists, dup_tracks, sessions)
     expected = plays_frame(counts)
-    results = [scan_plays(folder, chunk_lines=c) for c in (1, 2, 3, 100_000)]
+    results = [scan_plays(folder, chunk_lines=c, **ALLOW) for c in (1, 2, 3, 100_000)]
     with block_bytes(200):  # many small fast-path blocks inside one chunk
-        results.append(scan_plays(folder))
+        results.append(scan_plays(folder, **ALLOW))
     assert all(r.report.slow_path_lines == 0 for r in results)
     # the same data in legal variants that only the slow path reads
     variant = write_variant(tmp_path_factory.mktemp("v"), *data)
-    results.append(scan_plays(variant, chunk_lines=4))
+    results.append(scan_plays(variant, chunk_lines=4, **ALLOW))
     assert results[-1].report.slow_path_lines > 0
     for scan in results:
         assert_plays_equal(scan.plays, expected)
@@ -761,7 +768,7 @@ def test_read_plays_matches_brute_force(tmp_path_factory, data) -> None:
         ],
     )
     for c in (1, 3, 100_000):
-        from_csv = scan_plays(csv, chunk_lines=c)
+        from_csv = scan_plays(csv, chunk_lines=c, **ALLOW)
         pd.testing.assert_frame_equal(from_csv.plays, results[0].plays)
         pd.testing.assert_frame_equal(from_csv.sessions, results[0].sessions)
 

@@ -1,18 +1,36 @@
 """Readers for the 30Music dataset (idomaar and CSV forms) and the HetRec 2011 Last.fm 2K folder.
 
 The 30Music ``sessions.idomaar`` file is several GB, so every file is streamed ``chunk_lines`` lines
-at a time, and each chunk is parsed in blocks of a few MB. A block first goes through a *fast
-path*: one compiled regex over the whole block checks each line against the documented canonical
-form and pulls out the ids, ``bytes.count`` checks field counts and that the JSON braces balance,
-and numpy turns the ids into int arrays. When the fast path cannot account for every line of a
-block (a malformed line, or a legal variant such as reordered JSON keys or extra spaces), the block
-is re-read by a *slow path* that parses each line with ``json`` and either raises
-:class:`DataFormatError` naming the file, the 1-based line and what was expected
-(``errors="raise"``) or skips and counts the line (``errors="skip"``). Both paths give the same
-values for every line they both accept (the tests check this on random data). The fast path checks
-the structure (field count, record type, numeric ids, balanced braces, every object a track with an
-integer id, the end of the line) but not the syntax of JSON values it does not use: a line with
-``"playratio":1.0x`` passes it unnoticed. Whitespace-only lines carry no data and are ignored.
+at a time (``.gz``, ``.bz2`` and ``.xz`` files too, decompressed on the fly), and each chunk is
+parsed in blocks of a few MB. A block first goes through a *fast path*: one compiled regex over the
+whole block checks each line against the documented canonical form, the JSON included (every key,
+every value: an integer, a number, a string without escapes or null, as the format has them), and
+numpy turns the ids into int arrays. Whenever the fast path cannot account for every line of a block
+(a malformed line, or a legal variant such as reordered JSON keys, extra spaces or escapes), the
+block is re-read by a *slow path* that parses each line with ``json``. The slow path defines what a
+valid line is; the fast path accepts only lines the slow path accepts, with equal values (property
+tests check this on random mutations), so the result never depends on a line's neighbours or on
+``chunk_lines``. A malformed line raises :class:`DataFormatError` naming the file, the 1-based line
+and what was expected (``errors="raise"``), or is skipped and counted (``errors="skip"``).
+Whitespace-only lines carry no data and are ignored.
+
+Nothing is lost or invented silently:
+
+* an input with no records (an empty file), or with more than ``max_unknown_share`` (default
+  :data:`MAX_UNKNOWN_SHARE`, 5%) of its plays naming tracks or artists that the entity files lack
+  (a truncated ``tracks.idomaar``), is a :class:`DataFormatError` with ``errors="raise"`` and a
+  :class:`ReadWarning` with ``errors="skip"``, which also counts it in the :class:`ReadReport`;
+* a file of which not one line could be read (compressed bytes under a plain name, CR-only line
+  endings, UTF-16, another form's file) is an error in both modes, saying what the bytes look like;
+* bytes that are not UTF-8, raw or URL-encoded in a name, are an error with ``errors="raise"``; with
+  ``errors="skip"`` the line is read with U+FFFD in their place and counted (``not_utf8_lines``);
+* a CSV or HetRec file whose last line has no newline may have been cut mid-value (an id or a
+  weight cut short looks valid): that line is an error, or skipped and counted
+  (``possibly_truncated_lines``). idomaar lines end in JSON and are checked like any other.
+
+On files of at least :data:`PARALLEL_MIN_BYTES` (the full ``tracks.idomaar`` and sessions files)
+the fast path runs in worker processes while the main process reads and counts; the result is the
+same (``THIRTYMUSIC_READ_WORKERS=0`` turns this off).
 
 Memory grows with the number of distinct (user, artist) pairs, with the number of sessions (the
 per-session frame of :func:`scan_plays`) and with ``tracks.idomaar`` (the track -> artists map),
@@ -21,17 +39,24 @@ never with the size of the sessions file.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import os
 import re
 import sys
+import warnings
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from itertools import islice, repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote_plus
+from typing import IO, Any
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 import numpy as np
 import pandas as pd
@@ -39,9 +64,11 @@ from tqdm import tqdm
 
 __all__ = [
     "LAYOUT_FILES",
+    "MAX_UNKNOWN_SHARE",
     "DataFormatError",
     "PlaysScan",
     "ReadReport",
+    "ReadWarning",
     "detect_layout",
     "read_artists",
     "read_plays",
@@ -50,6 +77,15 @@ __all__ = [
 
 MAX_ID = 2**31 - 1
 """Largest id accepted for users, artists, tracks and sessions (ids are packed into int64 keys)."""
+
+MAX_UNKNOWN_SHARE = 0.05
+"""Default largest share of plays that may name tracks (or artists) absent from the entity files.
+
+Above it the entity file is taken to be truncated or from another copy of the data: an error with
+``errors="raise"``, a warning with ``errors="skip"``. The real data and the synthetic stand-in stay
+far below it (the tiny synthetic profile: 1.3% of plays to missing artists, 0.4% to missing tracks);
+a ``tracks.idomaar`` cut in half sends about half of the plays to missing tracks.
+"""
 
 LAYOUT_FILES: dict[str, tuple[str, ...]] = {
     "idomaar": (
@@ -60,7 +96,12 @@ LAYOUT_FILES: dict[str, tuple[str, ...]] = {
     "csv": ("entities/persons.csv", "relations/sessions_short.csv"),
     "hetrec": ("user_artists.dat", "artists.dat"),
 }
-"""The files each supported form needs, relative to the data folder."""
+"""The files each supported form needs, relative to the data folder (each may also be compressed:
+the same name ending in ``.gz``, ``.bz2`` or ``.xz``)."""
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+"""Suffixes of compressed input files, read transparently (and streamed) in this order of preference
+after the plain file."""
 
 _LAYOUT_NAMES = {
     "idomaar": "30Music, idomaar form",
@@ -74,7 +115,7 @@ _HETREC_ARTISTS_HEADER = "id\tname\turl\tpictureURL"
 
 
 # --------------------------------------------------------------------------------------------------
-# Errors and the report
+# Errors, warnings and the report
 
 
 class DataFormatError(ValueError):
@@ -94,12 +135,21 @@ class DataFormatError(ValueError):
         return (type(self), (self.path, self.line, self.reason))
 
 
+class ReadWarning(UserWarning):
+    """What ``errors="raise"`` would have raised, with ``errors="skip"``: an empty input, a share of
+    plays to unknown tracks or artists above the limit, malformed lines skipped in a file."""
+
+
 class _LineError(Exception):
     """Raised by the per-line parsers; the reader adds the file and the line number."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class _NotUtf8(_LineError):
+    """The line (or a URL-encoded name in it) is not valid UTF-8; skip mode retries it leniently."""
 
 
 @dataclass
@@ -112,8 +162,13 @@ class ReadReport:
     absent from the persons/artists file are kept (``plays_unknown_artist``). Duplicate person and
     track ids: the first line wins; sessions sharing an id are all kept
     (``duplicate_session_ids`` counts the extra ones). ``empty_sessions`` counts sessions with no
-    plays in the file (no objects, empty ``ArtistsID``). ``slow_path_lines`` counts lines parsed
-    one by one with ``json`` (a diagnostic: 0 on files in the documented form).
+    plays in the file (no objects, empty ``ArtistsID``); ``numtracks_mismatch`` idomaar sessions
+    whose ``numtracks`` property is missing or differs from the number of objects (kept as they
+    are). ``slow_path_lines`` counts lines parsed one by one with ``json`` (a diagnostic: 0 on files
+    in the documented form). With ``errors="skip"``: ``not_utf8_lines`` lines read with U+FFFD in
+    place of bytes that are not UTF-8; ``possibly_truncated_lines`` last lines without a newline
+    that may be cut short (skipped, so also in ``skipped_lines``); ``empty_files`` inputs without a
+    record; ``warnings`` the messages warned (not in :meth:`as_dict`).
     """
 
     layout: str
@@ -127,8 +182,13 @@ class ReadReport:
     duplicate_track_ids: int = 0
     duplicate_session_ids: int = 0
     empty_sessions: int = 0
+    numtracks_mismatch: int = 0
     slow_path_lines: int = 0
+    not_utf8_lines: int = 0
+    possibly_truncated_lines: int = 0
+    empty_files: int = 0
     skipped_by_file: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def skipped_lines(self) -> int:
@@ -139,12 +199,23 @@ class ReadReport:
         """Flat dict: every count, ``skipped_lines`` and ``skipped_lines_<file>`` per file read."""
         out: dict[str, int | str] = {}
         for f in fields(self):
-            if f.name != "skipped_by_file":
+            if f.name not in ("skipped_by_file", "warnings"):
                 out[f.name] = getattr(self, f.name)
         out["skipped_lines"] = self.skipped_lines
         for key, n in self.skipped_by_file.items():
             out[f"skipped_lines_{key}"] = int(n)
         return out
+
+
+def _fail_or_warn(
+    path: Path, line: int | None, reason: str, errors: str, report: ReadReport
+) -> None:
+    """Raise the DataFormatError (``errors="raise"``) or warn it and keep it in the report."""
+    err = DataFormatError(path, line, reason)
+    if errors == "raise":
+        raise err
+    report.warnings.append(str(err))
+    warnings.warn(str(err), ReadWarning, stacklevel=4)
 
 
 @dataclass
@@ -167,8 +238,30 @@ class PlaysScan:
 # Layout detection
 
 
+def _probe(path: Path) -> bool | None:
+    """Whether ``path`` is a file; None when a folder on the way may not be looked into."""
+    try:
+        return path.is_file()
+    except PermissionError:
+        return None
+
+
+def _find(folder: Path, rel: str) -> Path | None:
+    """The file holding ``rel``: the plain file, else its ``.gz``, ``.bz2`` or ``.xz`` form."""
+    for suffix in ("", *COMPRESSED_SUFFIXES):
+        path = folder / (rel + suffix)
+        if _probe(path):
+            return path
+    return None
+
+
 def _missing(folder: Path, layout: str) -> list[str]:
-    return [rel for rel in LAYOUT_FILES[layout] if not (folder / rel).is_file()]
+    return [rel for rel in LAYOUT_FILES[layout] if _find(folder, rel) is None]
+
+
+def _denied(folder: Path, layout: str) -> list[str]:
+    """The files of ``layout`` that may exist but sit in a folder that may not be looked into."""
+    return [rel for rel in LAYOUT_FILES[layout] if _probe(folder / rel) is None]
 
 
 def _expected_files_text() -> str:
@@ -180,9 +273,10 @@ def _expected_files_text() -> str:
 def detect_layout(data_dir: str | os.PathLike) -> str:
     """Return ``"idomaar"``, ``"csv"`` or ``"hetrec"``: the form of the data in ``data_dir``.
 
-    A folder holding both 30Music forms is read as idomaar. A missing folder raises
-    FileNotFoundError; a folder holding none of the forms raises DataFormatError (a ValueError)
-    listing the files each form needs.
+    A folder holding both 30Music forms is read as idomaar. Each file may be compressed
+    (``sessions.idomaar.gz``). A missing folder raises FileNotFoundError; a folder holding none of
+    the forms raises DataFormatError (a ValueError) listing the files each form needs, or
+    PermissionError naming the files that may be there but cannot be looked at.
     """
     folder = Path(data_dir)
     if not folder.exists():
@@ -192,6 +286,13 @@ def detect_layout(data_dir: str | os.PathLike) -> str:
     for layout in LAYOUT_FILES:
         if not _missing(folder, layout):
             return layout
+    for layout in LAYOUT_FILES:
+        denied = _denied(folder, layout)
+        if denied and set(_missing(folder, layout)) <= set(denied):
+            raise PermissionError(
+                f"{folder} may hold the {_LAYOUT_NAMES[layout]}, but permission is denied to look "
+                f"at {', '.join(denied)}"
+            )
     partial = [
         f"{_LAYOUT_NAMES[name]} lacks {', '.join(_missing(folder, name))}"
         for name, files in LAYOUT_FILES.items()
@@ -199,7 +300,8 @@ def detect_layout(data_dir: str | os.PathLike) -> str:
     ]
     found = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
     reason = (
-        "no 30Music or HetRec data found; expected the files of one of these forms: "
+        "no 30Music or HetRec data found; expected the files of one of these forms (each may "
+        "also be compressed, ending in .gz, .bz2 or .xz): "
         + _expected_files_text()
         + (f" ({'; '.join(partial)})" if partial else "")
         + f". The folder holds: {', '.join(found[:20]) or 'nothing'}"
@@ -217,12 +319,24 @@ def _resolve(data_dir: str | os.PathLike, layout: str) -> tuple[Path, str]:
     if not folder.is_dir():
         raise FileNotFoundError(f"data folder {folder} does not exist")
     missing = _missing(folder, layout)
+    denied = _denied(folder, layout)
+    if missing and set(missing) <= set(denied):
+        raise PermissionError(
+            f"permission is denied to look at {', '.join(missing)} in {folder} (the "
+            f"{_LAYOUT_NAMES[layout]})"
+        )
     if missing:
         raise FileNotFoundError(
             f"{folder} lacks {', '.join(missing)} (the {_LAYOUT_NAMES[layout]} needs "
-            f"{', '.join(LAYOUT_FILES[layout])})"
+            f"{', '.join(LAYOUT_FILES[layout])}, each possibly ending in .gz, .bz2 or .xz)"
         )
     return folder, layout
+
+
+def _path(folder: Path, rel: str) -> Path:
+    """The file of ``rel`` found by :func:`_find` (the layout was resolved, so it exists)."""
+    found = _find(folder, rel)
+    return found if found is not None else folder / rel
 
 
 def _check_errors(errors: str) -> None:
@@ -253,35 +367,51 @@ def _excl_cumsum(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-# The fast-path patterns match the canonical forms of the real files (as documented) exactly: JSON
-# spacing variants, reordered keys, a TAB where the format has a space (or the reverse) are legal
-# but go through the slow path. Sessions and tracks lines must hold exactly 3 and 4 TABs (checked
-# by counting), so that the cheap [^\n]* repeats cannot hide an extra field. Every pattern starts
-# with "\n" (the chunk is joined as "\n" + lines, ending in "\n") so that the regex engine can jump
-# to candidate positions with a literal search, and ends before the line's "\n". With as many
-# matches as lines, each line is matched by exactly one match lying inside it (so a repeat like
-# [^}]* that could run past a newline cannot join two lines unnoticed). Single-character negated
-# classes ([^\t]*) are used where possible: the regex engine runs them much faster than sets.
-_NUM = rb"(\d{1,10})"  # an id; the value is checked against MAX_ID after conversion
+# The fast-path patterns match the canonical forms of the real files (as documented) exactly, the
+# JSON included: every key in its place and every value in the JSON grammar (an integer without
+# leading zeros, a number, null, a string without escapes or control characters). JSON spacing
+# variants, reordered keys, escapes, a TAB where the format has a space (or the reverse) are legal
+# but go through the slow path, which parses them with ``json``; so whatever the fast path accepts,
+# the slow path accepts with the same values. No repeat can cross a TAB or a newline, so a line
+# cannot hide an extra field. Every pattern starts with "\n" (the chunk is joined as "\n" + lines,
+# ending in "\n") so that the regex engine can jump to candidate positions with a literal search,
+# and ends before the line's "\n". With as many matches as lines, each line is matched by exactly
+# one match lying inside it. Where a pattern admits non-ASCII bytes (names), the block must also
+# be valid UTF-8 (see _utf8_ok).
+_NUM = rb"(\d{1,10})"  # an id field; the value is checked against MAX_ID after conversion
 _TS = rb"(-?\d{1,18})"
 _EOL = rb"[ \r]*(?=\n)"  # trailing spaces only: a trailing TAB would be one more field
+_JID = rb"(?!0\d)\d{1,10}"  # a JSON id: no leading zeros, checked against MAX_ID
+_JINT = rb"-?(?!0\d)\d{1,18}"
+_JNUM = _JINT + rb"(?:\.\d{1,17})?"
+_JSTR = rb'"[^"\\\x00-\x1f]*"'
+_PLAY = (
+    rb'\{"type":"track","id":' + _JID + rb',"playstart":' + _JINT + rb',"playtime":' + _JINT
+    + rb',"playratio":(?:null|' + _JNUM + rb'),"action":(?:null|"[a-z_]{0,32}")\}'
+)  # fmt: skip
+# (?:...)*+ is possessive: a line that fails does not backtrack through its objects
 _SESSION_RE = re.compile(
-    rb"\nevent\.session\t" + _NUM + rb"\t" + _TS + rb"\t\{[^}]*\} "
-    rb'\{"subjects":\[\{"type":"user","id":' + _NUM + rb'\}\],"objects":\[[^\n]*\]\}' + _EOL
+    rb"\nevent\.session\t" + _NUM + rb"\t" + _TS + rb'\t\{"numtracks":((?!0\d)\d{1,18}),'
+    rb'"playtime":' + _JINT + rb'\} \{"subjects":\[\{"type":"user","id":(' + _JID + rb")\}\],"
+    rb'"objects":\[(?:' + _PLAY + rb"(?:," + _PLAY + rb")*+)?\]\}" + _EOL
 )
 _TRACK_ID = b'"track","id":'
-_TRACK_ID_RE = re.compile(rb'"track","id":(\d{1,10})(?![\d.eE])')
-_ARTIST_OBJ = rb'\{"type":"person","id":\d{1,10}\}'
+_TRACK_ID_RE = re.compile(rb'"track","id":(\d{1,10})')
+_ARTIST_OBJ = rb'\{"type":"person","id":' + _JID + rb"\}"
 _ARTIST_ID_RE = re.compile(rb'"id":(\d{1,10})')
+_ENTITY = rb'\{"type":"[a-z_]{1,32}","id":' + _JINT + rb"\}"
+_ENTITIES = rb"(?:null|\[(?:" + _ENTITY + rb"(?:," + _ENTITY + rb")*+)?\])"
 _TRACK_RE = re.compile(
-    rb"\ntrack\t" + _NUM + rb"\t-?\d{1,18}\t\{[^\t]*\}\t"
-    rb'\{"artists":\[(' + _ARTIST_OBJ + rb"(?:," + _ARTIST_OBJ + rb")*)\](?:,[^\n]*)?\}" + _EOL
-)
+    rb"\ntrack\t" + _NUM + rb'\t-?\d{1,18}\t\{"duration":' + _JINT + rb',"playcount":' + _JINT
+    + rb',"MBID":(?:null|' + _JSTR + rb'),"name":' + _JSTR + rb'\}\t\{"artists":\[('
+    + _ARTIST_OBJ + rb"(?:," + _ARTIST_OBJ + rb')*+)\],"albums":' + _ENTITIES + rb',"tags":'
+    + _ENTITIES + rb"\}" + _EOL
+)  # fmt: skip
 _PERSON_RE = re.compile(
-    rb"\nperson\t" + _NUM + rb'\t-?\d{1,18}\t\{"MBID":(?:null|"[^"\\\t\n]*"), ?'
-    rb'"name":"([^"\\\t\n]*)"\}\t\{[^\t\n]*\}' + _EOL
+    rb"\nperson\t" + _NUM + rb'\t-?\d{1,18}\t\{"MBID":(?:null|' + _JSTR + rb"), ?"
+    rb'"name":"([^"\\\x00-\x1f]*)"\}\t\{\}' + _EOL
 )
-_CSV_PERSON_RE = re.compile(rb"\n" + _NUM + rb';("?)([^"\r\n]*)\2\r?(?=\n)')
+_CSV_PERSON_RE = re.compile(rb"\n" + _NUM + rb';("?)([^";\r\n]*)\2\r?(?=\n)')
 _CSV_SESSION_RE = re.compile(
     rb"\n"
     + _NUM
@@ -293,7 +423,7 @@ _CSV_SESSION_RE = re.compile(
 )
 _HETREC_PLAY_RE = re.compile(rb"\n" + _NUM + rb"\t" + _NUM + rb"\t(\d{1,18})\r?(?=\n)")
 _HETREC_ARTIST_RE = re.compile(rb"\n" + _NUM + rb"\t([^\t\r\n]*)(?:\t[^\t\r\n]*){0,2}\r?(?=\n)")
-_INT_RE = re.compile(r"-?\d+")
+_INT_RE = re.compile(r"-?\d+", re.ASCII)
 
 
 def _blob(lines: list[bytes]) -> bytes:
@@ -303,23 +433,64 @@ def _blob(lines: list[bytes]) -> bytes:
     return b"".join([b"\n", *lines, b"\n"])
 
 
+def _utf8_ok(blob: bytes) -> bool:
+    """Whether ``blob`` is valid UTF-8 (a fast ASCII check first)."""
+    if blob.isascii():
+        return True
+    try:
+        blob.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _name_utf8_ok(name: bytes | str) -> bool:
+    """Whether a URL-encoded 30Music name decodes to valid UTF-8 (``%E9`` alone does not)."""
+    if ("%" if isinstance(name, str) else b"%") not in name:
+        return True
+    try:
+        unquote_to_bytes(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 _TRIM = b" \t\r\n"
 
 
 # --------------------------------------------------------------------------------------------------
-# Slow path: one line at a time, with precise messages
+# Slow path: one line at a time, with precise messages. Each parser takes ``strict``: False only
+# when skip mode retries a line that was not valid UTF-8, which is then read with U+FFFD.
 
 
-def _text(line: bytes) -> str:
+def _text(line: bytes, strict: bool = True) -> str:
     try:
         return line.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as e:
-        raise _LineError(f"line is not valid UTF-8 (byte {e.start + 1})") from None
+        if not strict:
+            return line.decode("utf-8", errors="replace").rstrip("\r\n")
+        raise _NotUtf8(
+            f"line is not valid UTF-8 (byte {e.start + 1}: {line[e.start : e.start + 1]!r})"
+        ) from None
+
+
+def _name_bytes(name: str, strict: bool, url_encoded: bool = True) -> bytes:
+    """A name as UTF-8 bytes. 30Music names are URL-encoded UTF-8, so ``%E9`` alone (Latin-1) is
+    not valid; nor is a lone surrogate (``\\ud800`` in JSON). Lenient: kept, read as U+FFFD."""
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        if strict:
+            raise _NotUtf8(f"name {name[:60]!r} is not valid UTF-8 (a lone surrogate)") from None
+        return name.encode("utf-8", errors="replace")
+    if strict and url_encoded and not _name_utf8_ok(raw):
+        raise _NotUtf8(f"name {name[:60]!r} is not valid UTF-8 once URL-decoded")
+    return raw
 
 
 def _id_field(value: str, what: str) -> int:
     if not value.isascii() or not value.isdigit():
-        raise _LineError(f"{what} {value!r} is not a non-negative integer")
+        raise _LineError(f"{what} {value[:40]!r} is not a non-negative integer")
     n = int(value)
     if n > MAX_ID:
         raise _LineError(f"{what} {value} is out of range (at most {MAX_ID})")
@@ -327,14 +498,16 @@ def _id_field(value: str, what: str) -> int:
 
 
 def _int_field(value: str, what: str) -> int:
-    if not _INT_RE.fullmatch(value.strip()) or len(value.strip().lstrip("-")) > 18:
-        raise _LineError(f"{what} {value!r} is not an integer (at most 18 digits)")
-    return int(value)
+    stripped = value.strip()
+    if not _INT_RE.fullmatch(stripped) or len(stripped.lstrip("-")) > 18:
+        raise _LineError(f"{what} {value[:40]!r} is not an integer (at most 18 digits)")
+    return int(stripped)
 
 
 def _json_id(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
-        raise _LineError(f"{what} is {json.dumps(value)}, expected an integer id 0..{MAX_ID}")
+        shown = json.dumps(value) if not isinstance(value, int) or value < 10**30 else "huge"
+        raise _LineError(f"{what} is {shown[:60]}, expected an integer id 0..{MAX_ID}")
     return value
 
 
@@ -353,6 +526,10 @@ def _load_json(s: str, what: str) -> dict:
         if _is_truncated(s, e):
             raise _LineError(f"{what} is truncated") from None
         raise _LineError(f"{what} is not valid JSON ({e.msg} at column {e.pos + 1})") from None
+    except RecursionError:
+        raise _LineError(f"{what} is nested too deeply to be read") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise _LineError(f"{what} is not valid JSON ({str(e)[:80]})") from None
     if not isinstance(obj, dict):
         raise _LineError(f"{what} must be a JSON object")
     return obj
@@ -365,9 +542,9 @@ _IDOMAAR_FIELDS = (
 _TWO_JSON_RE = re.compile(r"(\{[^{}]*\})\s+(\{.*)", re.S)
 
 
-def _idomaar_fields(line: bytes, record: str) -> tuple[int, int, str, dict]:
-    """Split an idomaar line into (id, timestamp, properties text, linked JSON)."""
-    text = _text(line).lstrip("\ufeff")
+def _idomaar_fields(line: bytes, record: str, strict: bool) -> tuple[int, int, dict, dict]:
+    """Split an idomaar line into (id, timestamp, properties JSON, linked JSON)."""
+    text = _text(line, strict).lstrip("\ufeff")
     parts = text.split("\t")
     if len(parts) == 4 and parts[3].lstrip().startswith("{"):
         m = _TWO_JSON_RE.fullmatch(parts[3].strip())
@@ -383,26 +560,23 @@ def _idomaar_fields(line: bytes, record: str) -> tuple[int, int, str, dict]:
         raise _LineError(f"expected record type {record!r}, found {parts[0][:40]!r}")
     rid = _id_field(parts[1], "id")
     ts = _int_field(parts[2], "timestamp")
-    props = parts[3].strip()
-    if not (props.startswith("{") and props.endswith("}")):
-        raise _LineError(f"properties JSON must be a JSON object, found {props[:40]!r}")
+    props = _load_json(parts[3], "properties JSON")
     return rid, ts, props, _load_json(parts[4], "linked JSON")
 
 
-def _slow_person(line: bytes) -> tuple[int, bytes]:
-    pid, _, props_text, _ = _idomaar_fields(line, "person")
-    props = _load_json(props_text, "properties JSON")
+def _slow_person(line: bytes, strict: bool = True) -> tuple[int, bytes]:
+    pid, _, props, _ = _idomaar_fields(line, "person", strict)
     name = props.get("name")
     if not isinstance(name, str):
-        raise _LineError(f"properties JSON has no string 'name' (found {json.dumps(name)})")
+        raise _LineError(f"properties JSON has no string 'name' (found {json.dumps(name)[:40]})")
     mbid = props.get("MBID")
     if mbid is not None and not isinstance(mbid, str):
-        raise _LineError(f"MBID must be null or a string, found {json.dumps(mbid)}")
-    return pid, name.encode("utf-8")
+        raise _LineError(f"MBID must be null or a string, found {json.dumps(mbid)[:40]}")
+    return pid, _name_bytes(name, strict)
 
 
-def _slow_track(line: bytes) -> tuple[int, list[int]]:
-    tid, _, _, linked = _idomaar_fields(line, "track")
+def _slow_track(line: bytes, strict: bool = True) -> tuple[int, list[int]]:
+    tid, _, _, linked = _idomaar_fields(line, "track", strict)
     artists = linked.get("artists")
     if not isinstance(artists, list) or not artists:
         raise _LineError(
@@ -417,8 +591,9 @@ def _slow_track(line: bytes) -> tuple[int, list[int]]:
     return tid, ids
 
 
-def _slow_session(line: bytes) -> tuple[int, int, int, list[int]]:
-    sid, ts, _, linked = _idomaar_fields(line, "event.session")
+def _slow_session(line: bytes, strict: bool = True) -> tuple[int, int, int, list[int], bool]:
+    """(session id, timestamp, user, track ids, whether numtracks is missing or disagrees)."""
+    sid, ts, props, linked = _idomaar_fields(line, "event.session", strict)
     subjects = linked.get("subjects")
     users = (
         [s for s in subjects if isinstance(s, dict) and s.get("type") == "user"]
@@ -435,17 +610,21 @@ def _slow_session(line: bytes) -> tuple[int, int, int, list[int]]:
     uid = _json_id(users[0].get("id"), "user id")
     objects = linked.get("objects")
     if not isinstance(objects, list):
-        raise _LineError(f"linked.objects must be a list of tracks, found {json.dumps(objects)}")
+        raise _LineError(
+            f"linked.objects must be a list of tracks, found {json.dumps(objects)[:60]}"
+        )
     tracks = []
     for k, o in enumerate(objects):
         if not isinstance(o, dict) or o.get("type") != "track":
             raise _LineError(f'linked.objects[{k}] is not a track {{"type":"track","id":N,...}}')
         tracks.append(_json_id(o.get("id"), f"linked.objects[{k}].id"))
-    return sid, ts, uid, tracks
+    n = props.get("numtracks")
+    mismatch = isinstance(n, bool) or not isinstance(n, int) or n != len(tracks)
+    return sid, ts, uid, tracks, mismatch
 
 
-def _split_fields(line: bytes, sep: str, n: int, names: str) -> list[str]:
-    parts = _text(line).split(sep)
+def _split_fields(line: bytes, sep: str, n: int, names: str, strict: bool) -> list[str]:
+    parts = _text(line, strict).split(sep)
     if len(parts) != n:
         raise _LineError(
             f"expected {n} {'TAB' if sep == chr(9) else repr(sep)}-separated fields "
@@ -462,44 +641,68 @@ def _unquote_field(value: str, strip: bool = True) -> str:
     return value
 
 
-def _slow_csv_person(line: bytes) -> tuple[int, bytes]:
-    text = _text(line)
-    if ";" not in text:
+_CSV_PERSON_QUOTED_RE = re.compile(r'([^;]*);(\s*"[^"]*"\s*)')
+
+
+def _slow_csv_person(line: bytes, strict: bool = True) -> tuple[int, bytes]:
+    text = _text(line, strict)
+    parts = text.split(";")
+    if len(parts) > 2:  # a ';' inside a quoted name is part of it; any other is one field more
+        m = _CSV_PERSON_QUOTED_RE.fullmatch(text)
+        if m is None:
+            raise _LineError(f"expected 2 ';'-separated fields (ID;Name), found {len(parts)}")
+        parts = [m.group(1), m.group(2)]
+    if len(parts) != 2:
         raise _LineError("expected 2 ';'-separated fields (ID;Name), found 1")
-    pid, name = text.split(";", 1)
-    return _id_field(_unquote_field(pid), "ID"), _unquote_field(name, strip=False).encode("utf-8")
+    pid, name = parts
+    name = _unquote_field(name, strip=False)
+    return _id_field(_unquote_field(pid), "ID"), _name_bytes(name, strict)
 
 
-def _slow_csv_session(line: bytes) -> tuple[int, int, int, list[int]]:
-    sid, uid, _, ts, artists = _split_fields(line, ";", 5, _CSV_SESSIONS_HEADER)
+_CSV_LIST_RE = re.compile(r"\s*\d{1,10}\s*(?:,\s*\d{1,10}\s*)*", re.ASCII)
+
+
+def _csv_artist_list(listed: str) -> np.ndarray:
+    """The ArtistsID list as an int64 array (numpy, so that a 10 MB list stays cheap)."""
+    if not listed:
+        return np.empty(0, dtype=np.int64)
+    if _CSV_LIST_RE.fullmatch(listed) is None:
+        for k, a in enumerate(listed.split(",")):  # find the culprit for the message
+            if not a.strip():
+                raise _LineError(f"ArtistsID entry {k + 1} is empty in {listed[:60]!r}")
+            _id_field(a.strip(), f"ArtistsID entry {k + 1}")
+        raise _LineError(f"ArtistsID {listed[:60]!r} is not a list of artist ids")
+    ids = np.fromstring(listed, dtype=np.int64, sep=",")
+    big = np.flatnonzero(ids > MAX_ID)
+    if len(big):
+        k = int(big[0])
+        raise _LineError(f"ArtistsID entry {k + 1} {ids[k]} is out of range (at most {MAX_ID})")
+    return ids
+
+
+def _slow_csv_session(line: bytes, strict: bool = True) -> tuple[int, int, int, np.ndarray, bool]:
+    sid, uid, _, ts, artists = _split_fields(line, ";", 5, _CSV_SESSIONS_HEADER, strict)
     sid_n = _id_field(_unquote_field(sid), "ID")
     uid_n = _id_field(_unquote_field(uid), "UserId")
     ts_n = _int_field(_unquote_field(ts), "Timestamp (unix seconds)")
-    listed = _unquote_field(artists)
-    ids = []
-    if listed:
-        for k, a in enumerate(listed.split(",")):
-            if not a.strip():
-                raise _LineError(f"ArtistsID entry {k + 1} is empty in {listed[:60]!r}")
-            ids.append(_id_field(a.strip(), f"ArtistsID entry {k + 1}"))
-    return sid_n, ts_n, uid_n, ids
+    return sid_n, ts_n, uid_n, _csv_artist_list(_unquote_field(artists)), False
 
 
-def _slow_hetrec_play(line: bytes) -> tuple[int, int, int]:
-    u, a, w = _split_fields(line, "\t", 3, _HETREC_PLAYS_HEADER.replace("\t", " "))
+def _slow_hetrec_play(line: bytes, strict: bool = True) -> tuple[int, int, int]:
+    u, a, w = _split_fields(line, "\t", 3, _HETREC_PLAYS_HEADER.replace("\t", " "), strict)
     weight = _int_field(w, "weight")
     if not 1 <= weight < 10**18:
         raise _LineError(f"weight must be a positive play count, found {weight}")
     return _id_field(u.strip(), "userID"), _id_field(a.strip(), "artistID"), weight
 
 
-def _slow_hetrec_artist(line: bytes) -> tuple[int, bytes]:
-    parts = _text(line).split("\t")
+def _slow_hetrec_artist(line: bytes, strict: bool = True) -> tuple[int, bytes]:
+    parts = _text(line, strict).split("\t")
     if not 2 <= len(parts) <= 4:
         raise _LineError(
             f"expected 4 TAB-separated fields (id name url pictureURL), found {len(parts)}"
         )
-    return _id_field(parts[0].strip(), "id"), parts[1].encode("utf-8")
+    return _id_field(parts[0].strip(), "id"), _name_bytes(parts[1], strict, url_encoded=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -511,12 +714,18 @@ class _Named:
     ids: np.ndarray
     names: list[bytes] | None
 
+    def __len__(self) -> int:
+        return len(self.ids)
+
 
 @dataclass
 class _Tracks:
     ids: np.ndarray
     n_artists: np.ndarray
     artists: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass
@@ -526,6 +735,10 @@ class _Sessions:
     users: np.ndarray
     n_items: np.ndarray
     items: np.ndarray  # track ids (idomaar) or artist ids (CSV), session after session
+    numtracks_mismatch: int = 0
+
+    def __len__(self) -> int:
+        return len(self.session_ids)
 
 
 @dataclass
@@ -534,53 +747,63 @@ class _Weights:
     artists: np.ndarray
     weights: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.users)
+
 
 def _all_ok(*arrays: np.ndarray) -> bool:
     return all(len(a) == 0 or int(a.max()) <= MAX_ID for a in arrays)
 
 
+_ESCAPED_HIGH_RE = re.compile(rb"%[89A-Fa-f][0-9A-Fa-f]")  # a %-escape of a byte >= 0x80
+
+
+def _names_ok(blob: bytes, names: list[bytes]) -> bool:
+    """The URL-encoded names of a block the fast path matched decode as the slow path requires."""
+    if _ESCAPED_HIGH_RE.search(blob) is None:  # only ASCII once decoded
+        return True
+    return all(_name_utf8_ok(n) for n in names if _ESCAPED_HIGH_RE.search(n))
+
+
 def _fast_persons(lines: list[bytes], need_names: bool) -> _Named | None:
-    found = _PERSON_RE.findall(_blob(lines))
-    if len(found) != len(lines):
+    blob = _blob(lines)
+    found = _PERSON_RE.findall(blob)
+    if len(found) != len(lines) or not _utf8_ok(blob):
         return None
     ids, names = _columns(found, 2)
     arr = _ints(ids)
-    if not _all_ok(arr):
+    if not _all_ok(arr) or not _names_ok(blob, names):
         return None
-    return _Named(arr, list(names) if need_names else None)
+    return _Named(arr, names if need_names else None)
 
 
 def _fast_csv_persons(lines: list[bytes], need_names: bool) -> _Named | None:
-    found = _CSV_PERSON_RE.findall(_blob(lines))
-    if len(found) != len(lines):
+    blob = _blob(lines)
+    found = _CSV_PERSON_RE.findall(blob)
+    if len(found) != len(lines) or not _utf8_ok(blob):
         return None
     arr = _ints([f[0] for f in found])
-    if not _all_ok(arr):
+    names = [f[2] for f in found]
+    if not _all_ok(arr) or not _names_ok(blob, names):
         return None
-    return _Named(arr, [f[2] for f in found] if need_names else None)
+    return _Named(arr, names if need_names else None)
 
 
 def _fast_hetrec_artists(lines: list[bytes], need_names: bool) -> _Named | None:
-    found = _HETREC_ARTIST_RE.findall(_blob(lines))
-    if len(found) != len(lines):
+    blob = _blob(lines)
+    found = _HETREC_ARTIST_RE.findall(blob)
+    if len(found) != len(lines) or not _utf8_ok(blob):
         return None
     arr = _ints([f[0] for f in found])
     if not _all_ok(arr):
         return None
-    names = [f[1] for f in found]
-    if need_names:
-        try:
-            for n in names:
-                n.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return _Named(arr, names if need_names else None)
+    return _Named(arr, [f[1] for f in found] if need_names else None)
 
 
 def _fast_tracks(lines: list[bytes]) -> _Tracks | None:
     blob = _blob(lines)
     found = _TRACK_RE.findall(blob)
-    if len(found) != len(lines) or blob.count(b"\t") != 4 * len(lines):
+    if len(found) != len(lines) or not _utf8_ok(blob):
         return None
     tids, lists = _columns(found, 2)
     joined = b",".join(lists)
@@ -600,28 +823,23 @@ def _fast_sessions(lines: list[bytes]) -> _Sessions | None:
     found = _SESSION_RE.findall(blob)
     if len(found) != len(lines):
         return None
-    sids, stamps, users = _columns(found, 3)
+    sids, stamps, numtracks, users = _columns(found, 4)
+    # The pattern admits '"track","id":' only at the start of an object, followed by its id.
     n_plays = np.fromiter(
         map(bytes.count, lines, repeat(_TRACK_ID)), dtype=np.int64, count=len(lines)
     )
-    total = int(n_plays.sum())
-    if blob.count(b"\t") != 3 * len(lines):
-        return None
     tracks = _TRACK_ID_RE.findall(blob)
-    # Every '"track","id":' is followed by an id (so each line's ids are its own), and the braces
-    # balance: one each for the properties, the linked JSON, the user and every object.
-    braces = total + 3 * len(lines)
-    if len(tracks) != total or blob.count(b"{") != braces or blob.count(b"}") != braces:
-        return None
     sid_arr, user_arr, track_arr = _ints(sids), _ints(users), _ints(tracks)
-    if not _all_ok(sid_arr, user_arr, track_arr):
+    if len(track_arr) != int(n_plays.sum()) or not _all_ok(sid_arr, user_arr, track_arr):
         return None
-    return _Sessions(sid_arr, _ints(stamps), user_arr, n_plays, track_arr)
+    mismatch = int(np.count_nonzero(_ints(numtracks) != n_plays))
+    return _Sessions(sid_arr, _ints(stamps), user_arr, n_plays, track_arr, mismatch)
 
 
 def _fast_csv_sessions(lines: list[bytes]) -> _Sessions | None:
-    found = _CSV_SESSION_RE.findall(_blob(lines))
-    if len(found) != len(lines):
+    blob = _blob(lines)
+    found = _CSV_SESSION_RE.findall(blob)
+    if len(found) != len(lines) or not _utf8_ok(blob):
         return None
     sids, users, stamps, quoted, plain = _columns(found, 5)
     lists = [q or p for q, p in zip(quoted, plain, strict=True)]
@@ -666,13 +884,15 @@ def _build_tracks(recs: list[tuple[int, list[int]]]) -> _Tracks:
     )
 
 
-def _build_sessions(recs: list[tuple[int, int, int, list[int]]]) -> _Sessions:
+def _build_sessions(recs: list[tuple[int, int, int, Any, bool]]) -> _Sessions:
+    items = [np.asarray(r[3], dtype=np.int64) for r in recs]
     return _Sessions(
         np.array([r[0] for r in recs], dtype=np.int64),
         np.array([r[1] for r in recs], dtype=np.int64),
         np.array([r[2] for r in recs], dtype=np.int64),
-        np.array([len(r[3]) for r in recs], dtype=np.int64),
-        np.array([t for r in recs for t in r[3]], dtype=np.int64),
+        np.array([len(t) for t in items], dtype=np.int64),
+        np.concatenate(items) if items else np.empty(0, dtype=np.int64),
+        sum(r[4] for r in recs),
     )
 
 
@@ -690,10 +910,18 @@ class _Source:
     key: str  # the report's per-file key
     path: Path
     fast: Callable[[list[bytes]], Any]
-    slow: Callable[[bytes], Any]
+    slow: Callable[..., Any]  # (line, strict=True) -> record, or raises _LineError
     build: Callable[[list], Any]
     header: str | None = None  # expected header line (compared case-insensitively)
     sep: str = "\t"
+    may_be_cut: Callable[[bytes], bool] | None = None  # could a valid last line be cut short?
+    parallel: bool = False  # may ``fast`` (a module-level function) run in worker processes?
+
+
+def _csv_may_be_cut(line: bytes) -> bool:
+    """A CSV or HetRec line ends in a value that, cut short, still looks valid (an id, a weight,
+    a name), unless it ends in a closing quote or in the CR of a CRLF pair."""
+    return not line.rstrip(b" \t").endswith((b'"', b"\r"))
 
 
 def _check_header(src: _Source, line: bytes) -> None:
@@ -725,11 +953,61 @@ def _blocks(lines: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
         yield a, lines[a:b]
 
 
+@dataclass
+class _FileState:
+    """Per file: records read and the first line skipped (for the messages at its end)."""
+
+    records: int = 0
+    first_skip: tuple[int, str] | None = None
+
+
+def _parse_line(src: _Source, line: bytes, lenient: bool) -> tuple[Any, bool]:
+    """(record, whether it was read with U+FFFD); every failure becomes a _LineError."""
+    try:
+        try:
+            return src.slow(line), False
+        except _NotUtf8:
+            if not lenient:
+                raise
+            return src.slow(line, False), True
+    except _LineError:
+        raise
+    except RecursionError:
+        raise _LineError("the line is nested too deeply to be read") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # a parser bug must still name the file and the line
+        raise _LineError(
+            f"the line could not be read ({type(e).__name__}: {str(e)[:80]})"
+        ) from None
+
+
+def _skip(src: _Source, report: ReadReport, state: _FileState, line: int, reason: str) -> None:
+    report.skipped_by_file[src.key] += 1
+    if state.first_skip is None:
+        state.first_skip = (line, reason)
+
+
+_NOT_RUN = object()  # the fast path has not been tried on a block yet
+
+
 def _parse_block(
-    src: _Source, lines: list[bytes], start: int, report: ReadReport, errors: str
+    src: _Source,
+    lines: list[bytes],
+    start: int,
+    report: ReadReport,
+    errors: str,
+    state: _FileState,
+    fast: Any = _NOT_RUN,
 ) -> Any:
-    """The fast path, else line by line (``start`` is the 1-based number of the first line)."""
-    result = src.fast(lines)
+    """The fast path (or its result ``fast``, from a worker), else line by line (``start`` is the
+    1-based number of the first line)."""
+    result = fast
+    if result is _NOT_RUN:
+        try:
+            result = src.fast(lines)
+        except Exception:  # defensive: the slow path has the last word
+            result = None
     if result is not None:
         return result
     report.slow_path_lines += len(lines)
@@ -738,22 +1016,178 @@ def _parse_block(
         if not line.strip(_TRIM):
             continue
         try:
-            recs.append(src.slow(line))
+            rec, replaced = _parse_line(src, line, errors == "skip")
         except _LineError as e:
             if errors == "raise":
                 raise DataFormatError(src.path, start + i, e.reason) from None
-            report.skipped_by_file[src.key] += 1
+            _skip(src, report, state, start + i, e.reason)
+            continue
+        report.not_utf8_lines += replaced
+        recs.append(rec)
     return src.build(recs)
+
+
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+_STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
+
+
+def _compression(path: Path) -> str | None:
+    return _COMPRESSIONS.get(path.suffix.lower())
+
+
+@contextmanager
+def _open_stream(path: Path) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+    """(decompressed binary stream, raw file): the raw file tells the progress in bytes read."""
+    with open(path, "rb") as raw:
+        kind = _compression(path)
+        if kind is None:
+            yield raw, raw
+            return
+        if kind == "gzip":
+            f: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+        else:
+            f = bz2.BZ2File(raw) if kind == "bzip2" else lzma.LZMAFile(raw)
+        with f:
+            yield f, raw
+
+
+_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data", ".gz"),
+    (b"BZh", "bzip2-compressed data", ".bz2"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", ".xz"),
+    (b"PK\x03\x04", "a zip archive (unzip it)", None),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data (decompress it with zstd -d)", None),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive (extract it)", None),
+)
+
+
+def _looks_like(head: bytes) -> tuple[str, str | None] | None:
+    """What the first bytes of a file that is not text look like, and the suffix to give it."""
+    for magic, what, suffix in _MAGIC:
+        if head.startswith(magic):
+            return what, suffix
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head[1:8:2] == b"\x00\x00\x00\x00":
+        return "UTF-16 text (convert it to UTF-8)", None
+    if b"\x00" in head:
+        return "binary data (NUL bytes), not text", None
+    if b"\n" not in head and b"\r" in head.rstrip(b"\r"):
+        return "text with CR-only line endings, classic Mac style (convert them to LF)", None
+    return None
+
+
+def _sniff(path: Path) -> None:
+    """Raise, in both modes, on a file whose bytes cannot be read as lines of text at all."""
+    kind = _compression(path)
+    try:
+        with _open_stream(path) as (f, _):
+            head = f.read(1 << 16)
+    except _STREAM_ERRORS as e:
+        with open(path, "rb") as raw:
+            found = _looks_like(raw.read(1 << 16))
+        holds = f"; it holds {found[0]}" if found else ""
+        raise DataFormatError(
+            path, None, f"is named as {kind} data but cannot be decompressed ({e}){holds}"
+        ) from None
+    found = _looks_like(head)
+    if found is not None:
+        what, suffix = found
+        advice = ""
+        if suffix is not None and kind is None:
+            advice = f": name it {path.name}{suffix} to have it decompressed as it is read"
+        raise DataFormatError(path, None, f"cannot be read as text: it holds {what}{advice}")
+
+
+def _read_lines(f: IO[bytes], n: int, src: _Source, lineno: int) -> list[bytes]:
+    try:
+        return list(islice(f, n))
+    except _STREAM_ERRORS as e:
+        if _compression(src.path) is None:
+            raise
+        raise DataFormatError(
+            src.path,
+            lineno + 1,
+            f"the {_compression(src.path)} data is corrupt or cut short after line {lineno} ({e})",
+        ) from None
+
+
+PARALLEL_MIN_BYTES = 256 << 20
+"""Files at least this large (``tracks.idomaar``, the sessions) have their fast path run in worker
+processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: one less than the CPUs, at most 4; 0 turns
+it off). The main process reads, numbers the lines, falls back to the slow path and counts, in file
+order, so the result is the same."""
+
+
+def _read_workers() -> int:
+    setting = os.environ.get("THIRTYMUSIC_READ_WORKERS", "").strip()
+    if setting:
+        return max(0, int(setting))
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+@contextmanager
+def _fast_pool(src: _Source, size: int) -> Iterator[tuple[Any, int]]:
+    """A process pool for the fast path of a large file and its size, or (None, 0)."""
+    n = _read_workers() if src.parallel and size >= PARALLEL_MIN_BYTES else 0
+    pool = None
+    if n:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            # fork: workers need nothing from the main module (spawn would re-run a script
+            # that calls read_plays without a __main__ guard)
+            pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+        except (OSError, ValueError):  # no processes to be had (or no fork): read in this one
+            pool, n = None, 0
+    try:
+        yield pool, n
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fast_joined(fast: Callable[[list[bytes]], Any], data: bytes) -> Any:
+    """In a worker: the fast path of a block sent as one bytes object (cheap to pickle). A bare CR
+    splits a line in two here, which makes the fast path decline the block (too few matches)."""
+    return fast(data.splitlines(keepends=True))
+
+
+def _submit(pool: Any, fast: Callable, block: list[bytes]) -> Any:
+    try:
+        return pool.submit(_fast_joined, fast, b"".join(block))
+    except Exception:  # a broken pool: the main process runs the fast path itself
+        return None
+
+
+def _fast_result(future: Any) -> Any:
+    if future is None:
+        return _NOT_RUN
+    try:
+        return future.result()
+    except Exception:  # a worker that failed: the main process parses the block itself
+        return _NOT_RUN
+
+
+_CUT_REASON = (
+    "the file does not end with a newline, so its last line may have been cut short (an id, a "
+    "weight or a name cut short still looks valid); add the newline if the line is complete"
+)
 
 
 def _chunks(
     src: _Source, report: ReadReport, errors: str, chunk_lines: int, progress: bool
 ) -> Iterator[Any]:
-    """Read ``src.path`` ``chunk_lines`` lines at a time; yield parsed blocks of each chunk."""
+    """Read ``src.path`` ``chunk_lines`` lines at a time; yield parsed blocks of each chunk.
+
+    At the end of the file: a file without a record is an error (``errors="raise"``) or a warning,
+    and a file none of whose lines could be read is an error in both modes.
+    """
     report.skipped_by_file.setdefault(src.key, 0)
+    state = _FileState()
+    _sniff(src.path)
     size = src.path.stat().st_size
     with (
-        open(src.path, "rb") as f,
+        _open_stream(src.path) as (f, raw),
         tqdm(
             total=size,
             unit="B",
@@ -762,29 +1196,83 @@ def _chunks(
             disable=not progress,
             file=sys.stderr,
         ) as bar,
+        _fast_pool(src, size) as (pool, workers),
     ):
+        pending: deque[tuple[Any, list[bytes], int]] = deque()
+        ahead = 2 * workers
+
+        def settle(keep: int) -> Iterator[Any]:
+            """Parse (in file order) the blocks sent to the workers, leaving ``keep`` in flight."""
+            while len(pending) > keep:
+                future, block, start = pending.popleft()
+                part = _parse_block(src, block, start, report, errors, state, _fast_result(future))
+                state.records += len(part)
+                yield part
+
         lineno = 0
         if src.header is not None:
-            first = f.readline()
+            first = _read_lines(f, 1, src, 0)
             lineno = 1
             if not first:
                 raise DataFormatError(
                     src.path, 1, f"file is empty; expected the header {src.header!r}"
                 )
-            _check_header(src, first)
-        pos = f.tell()
+            _check_header(src, first[0])
+        pos = raw.tell()
         while True:
-            lines = list(islice(f, chunk_lines))
+            lines = _read_lines(f, chunk_lines, src, lineno)
             if not lines:
                 break
             if lineno == 0 and lines[0].startswith(b"\xef\xbb\xbf"):
                 lines[0] = lines[0][3:]
-            for offset, block in _blocks(lines):
-                yield _parse_block(src, block, lineno + offset + 1, report, errors)
+            last = None  # the file's last line, when it has no newline and may be cut short
+            if src.may_be_cut is not None and not lines[-1].endswith(b"\n"):
+                if lines[-1].strip(_TRIM) and src.may_be_cut(lines[-1]):
+                    last = lines.pop()
+            for offset, block in _blocks(lines) if lines else ():
+                if pool is not None:
+                    pending.append((_submit(pool, src.fast, block), block, lineno + offset + 1))
+                    yield from settle(ahead)
+                    continue
+                part = _parse_block(src, block, lineno + offset + 1, report, errors, state)
+                state.records += len(part)
+                yield part
+            if last is not None:
+                yield from settle(0)
+                n = lineno + len(lines) + 1
+                if len(_parse_block(src, [last], n, report, errors, state)):  # else skipped
+                    if errors == "raise":
+                        raise DataFormatError(src.path, n, _CUT_REASON)
+                    report.possibly_truncated_lines += 1
+                    _skip(src, report, state, n, _CUT_REASON)
+                lines.append(last)
             lineno += len(lines)
-            now = f.tell()
+            now = raw.tell()
             bar.update(now - pos)
             pos = now
+        yield from settle(0)
+    if state.records == 0:
+        skipped = report.skipped_by_file[src.key]
+        if skipped:
+            line, reason = state.first_skip or (None, "")
+            raise DataFormatError(
+                src.path,
+                None,
+                f"not one of its {skipped:,} lines could be read (line {line}: {reason})",
+            )
+        report.empty_files += 1
+        what = "holds only the header" if src.header is not None else "is empty"
+        _fail_or_warn(src.path, None, f"{what}: no records to read", errors, report)
+    elif report.skipped_by_file[src.key] and errors == "skip":
+        line, reason = state.first_skip or (None, "")
+        n = report.skipped_by_file[src.key]
+        report.warnings.append(f"{src.path.name}: {n:,} malformed lines skipped")
+        warnings.warn(
+            f"{src.path.name}: {n:,} malformed line{'s' if n > 1 else ''} skipped (the first, "
+            f"line {line}: {reason})",
+            ReadWarning,
+            stacklevel=4,
+        )
 
 
 def _first_wins(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -926,7 +1414,7 @@ def _persons_source(folder: Path, layout: str, names: bool) -> _Source:
     if layout == "idomaar":
         return _Source(
             "persons",
-            folder / LAYOUT_FILES["idomaar"][0],
+            _path(folder, LAYOUT_FILES["idomaar"][0]),
             lambda lines: _fast_persons(lines, names),
             _slow_person,
             lambda recs: _build_named(recs, names),
@@ -934,20 +1422,22 @@ def _persons_source(folder: Path, layout: str, names: bool) -> _Source:
     if layout == "csv":
         return _Source(
             "persons",
-            folder / LAYOUT_FILES["csv"][0],
+            _path(folder, LAYOUT_FILES["csv"][0]),
             lambda lines: _fast_csv_persons(lines, names),
             _slow_csv_person,
             lambda recs: _build_named(recs, names),
             header=_CSV_PERSONS_HEADER,
             sep=";",
+            may_be_cut=_csv_may_be_cut,
         )
     return _Source(
         "artists",
-        folder / "artists.dat",
+        _path(folder, "artists.dat"),
         lambda lines: _fast_hetrec_artists(lines, names),
         _slow_hetrec_artist,
         lambda recs: _build_named(recs, names),
         header=_HETREC_ARTISTS_HEADER,
+        may_be_cut=_csv_may_be_cut,
     )
 
 
@@ -968,6 +1458,7 @@ def _scan_sessions(
         report.sessions_read += n_s
         report.plays_read += len(chunk.items)
         report.empty_sessions += int(np.count_nonzero(chunk.n_items == 0))
+        report.numtracks_mismatch += chunk.numtracks_mismatch
         session_of_item = np.repeat(np.arange(n_s, dtype=np.int64), chunk.n_items)
         if tracks is None:
             sess, artists = session_of_item, chunk.items
@@ -998,17 +1489,43 @@ def _scan_hetrec(
 ) -> tuple[np.ndarray, np.ndarray]:
     src = _Source(
         "user_artists",
-        folder / "user_artists.dat",
+        _path(folder, "user_artists.dat"),
         _fast_hetrec_plays,
         _slow_hetrec_play,
         _build_weights,
         header=_HETREC_PLAYS_HEADER,
+        may_be_cut=_csv_may_be_cut,
     )
     pairs = _PairCounter()
     for chunk in _chunks(src, report, errors, chunk_lines, progress):
         report.plays_read += int(chunk.weights.sum())
         pairs.add((chunk.users << 32) | chunk.artists, chunk.weights)
     return pairs.result()
+
+
+def _share_text(n: int, total: int) -> str:
+    share = n / total
+    return f"{share:.0%}" if share >= 0.095 else f"{share:.1%}"
+
+
+def _check_unknown(
+    path: Path,
+    n: int,
+    total: int,
+    what: tuple[str, str],
+    limit: float,
+    errors: str,
+    report: ReadReport,
+) -> None:
+    """Too many plays naming ids that ``path`` lacks: the file is likely cut short."""
+    if total == 0 or n / total <= limit:
+        return
+    unit, verb = what
+    reason = (
+        f"looks truncated: {_share_text(n, total)} of the {unit} ({n:,} of {total:,}) {verb} it "
+        f"lacks, more than the {limit:.0%} accepted (max_unknown_share)"
+    )
+    _fail_or_warn(path, None, reason, errors, report)
 
 
 def scan_plays(
@@ -1018,29 +1535,50 @@ def scan_plays(
     errors: str = "raise",
     progress: bool = False,
     chunk_lines: int = 100_000,
+    max_unknown_share: float = MAX_UNKNOWN_SHARE,
 ) -> PlaysScan:
     """Stream a data folder once: per (user, artist) play counts, per-session stats, a report.
 
     ``layout`` is ``"auto"`` (see :func:`detect_layout`), ``"idomaar"``, ``"csv"`` or ``"hetrec"``.
     ``errors="raise"`` stops at the first malformed line with a :class:`DataFormatError` naming the
-    file, the line and what was expected; ``errors="skip"`` skips such lines and counts them in the
-    report. Files are read ``chunk_lines`` lines at a time; the result does not depend on it.
+    file, the line and what was expected, and on an input without records or with more than
+    ``max_unknown_share`` of the plays naming tracks (or of the artist plays naming artists) that
+    the entity files lack; ``errors="skip"`` skips such lines and counts them in the report, and
+    warns (:class:`ReadWarning`) of the rest. A file of which no line can be read is an error in
+    both modes. Files are read ``chunk_lines`` lines at a time; the result does not depend on it.
     """
     _check_errors(errors)
     if chunk_lines < 1:
         raise ValueError(f"chunk_lines must be at least 1, not {chunk_lines}")
+    if not 0 <= max_unknown_share <= 1:
+        raise ValueError(f"max_unknown_share must lie in [0, 1], not {max_unknown_share}")
     folder, layout = _resolve(data_dir, layout)
     report = ReadReport(layout=layout)
-    known, _ = _read_named(
-        _persons_source(folder, layout, names=False), report, errors, chunk_lines, progress, False
-    )
+    psrc = _persons_source(folder, layout, names=False)
+    known, _ = _read_named(psrc, report, errors, chunk_lines, progress, False)
     if layout == "hetrec":
         keys, counts = _scan_hetrec(folder, report, errors, chunk_lines, progress)
         _count_unknown_artists(keys, counts, known, report)
+        if len(known):
+            _check_unknown(
+                psrc.path,
+                report.plays_unknown_artist,
+                report.plays_read,
+                ("plays", "go to artists"),
+                max_unknown_share,
+                errors,
+                report,
+            )
         return PlaysScan(_plays_frame(keys, counts, report), None, report)
+    tsrc = None
     if layout == "idomaar":
         tsrc = _Source(
-            "tracks", folder / LAYOUT_FILES["idomaar"][1], _fast_tracks, _slow_track, _build_tracks
+            "tracks",
+            _path(folder, LAYOUT_FILES["idomaar"][1]),
+            _fast_tracks,
+            _slow_track,
+            _build_tracks,
+            parallel=True,
         )
         parts = list(_chunks(tsrc, report, errors, chunk_lines, progress))
         merged = _Tracks(
@@ -1058,25 +1596,48 @@ def scan_plays(
         report.tracks_read = len(tracks.ids)
         ssrc = _Source(
             "sessions",
-            folder / LAYOUT_FILES["idomaar"][2],
+            _path(folder, LAYOUT_FILES["idomaar"][2]),
             _fast_sessions,
             _slow_session,
             _build_sessions,
+            parallel=True,
         )
     else:
         tracks = None
         ssrc = _Source(
             "sessions",
-            folder / LAYOUT_FILES["csv"][1],
+            _path(folder, LAYOUT_FILES["csv"][1]),
             _fast_csv_sessions,
             _slow_csv_session,
             _build_sessions,
             header=_CSV_SESSIONS_HEADER,
             sep=";",
+            may_be_cut=_csv_may_be_cut,
+            parallel=True,
         )
     pairs, sessions = _scan_sessions(ssrc, tracks, report, errors, chunk_lines, progress)
     keys, counts = pairs.result()
     _count_unknown_artists(keys, counts, known, report)
+    if tsrc is not None and report.tracks_read:
+        _check_unknown(
+            tsrc.path,
+            report.plays_unknown_track,
+            report.plays_read,
+            ("plays", "name tracks"),
+            max_unknown_share,
+            errors,
+            report,
+        )
+    if len(known):
+        _check_unknown(
+            psrc.path,
+            report.plays_unknown_artist,
+            int(counts.sum()),
+            ("artist plays", "go to artists"),
+            max_unknown_share,
+            errors,
+            report,
+        )
     sessions.attrs["report"] = report.as_dict()
     return PlaysScan(_plays_frame(keys, counts, report), sessions, report)
 
@@ -1087,14 +1648,22 @@ def read_plays(
     layout: str = "auto",
     errors: str = "raise",
     progress: bool = False,
+    max_unknown_share: float = MAX_UNKNOWN_SHARE,
 ) -> pd.DataFrame:
     """Play counts per user and artist: int64 ``user_id, artist_id, plays`` (plays >= 1).
 
     One row per (user, artist) pair with at least one play, sorted by (user_id, artist_id), with a
     default RangeIndex; ids are as in the files. ``df.attrs["report"]`` holds the
-    :class:`ReadReport` as a flat dict. See :func:`scan_plays` for ``layout`` and ``errors``.
+    :class:`ReadReport` as a flat dict. See :func:`scan_plays` for ``layout``, ``errors`` and
+    ``max_unknown_share``.
     """
-    return scan_plays(data_dir, layout=layout, errors=errors, progress=progress).plays
+    return scan_plays(
+        data_dir,
+        layout=layout,
+        errors=errors,
+        progress=progress,
+        max_unknown_share=max_unknown_share,
+    ).plays
 
 
 def read_artists(
@@ -1106,8 +1675,11 @@ def read_artists(
     """Artist names: ``artist_id`` (int64, unique, sorted) and ``name`` (str).
 
     30Music names are URL-encoded and decoded with ``urllib.parse.unquote_plus``; HetRec names are
-    plain UTF-8 and kept as they are. Duplicate ids: the first line wins (counted in
-    ``df.attrs["report"]``).
+    plain UTF-8 and kept as they are. Names that are not valid UTF-8 (raw, or once URL-decoded)
+    raise a :class:`DataFormatError` naming the file and line, or with ``errors="skip"`` are read
+    with U+FFFD in place of the bad bytes and counted (``not_utf8_lines``). Duplicate ids: the first
+    line wins (counted in ``df.attrs["report"]``). An artists file without a record is an error
+    (``errors="raise"``) or a :class:`ReadWarning`.
     """
     _check_errors(errors)
     folder, layout = _resolve(data_dir, layout)
