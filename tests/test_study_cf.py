@@ -145,3 +145,17 @@ def test_subsample_positions_match_random_sample():
     b = random.Random(3)
     pos = T.subsample_positions(a, len(ids), 4, 5)
     assert [[ids[p] for p in s] for s in pos] == [b.sample(ids, len(ids) // 5) for _ in range(4)]
+
+
+def test_book_and_study_columns_agree(tiny_data_dir):
+    m = build_matrix(read_plays(tiny_data_dir))
+    rank = study_column_order(tiny_data_dir, m.artist_ids)
+    run = S.run_study_cf(m.counts, rank, 0, aggregations=("as_run",))
+    back = S.permute_columns(run.split.train, rank)
+    assert (back != run.study_split.train).nnz == 0
+    assert (run.order[run.study_split.hidden_cols] == run.split.hidden_cols).all()
+    # the tie spread's identity order is the rule itself
+    idx, sim = S.study_neighbours(
+        run.study_split.train, rows=run.study_split.test_rows, user_rank=np.arange(m.shape[0])
+    )
+    np.testing.assert_array_equal(idx, run.idx)

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from ..book.paths import artifacts_dir, require_artifact
 from ..evaluation.metrics import hit_ranks
 from ..evaluation.protocol import Split, _as_counts
 from ..models.knn import recommend_top_n
@@ -37,7 +39,10 @@ from ..models.knn import recommend_top_n
 __all__ = [
     "STUDY_AGGREGATIONS",
     "STUDY_K",
+    "STUDY_CF_FILE",
     "StudyCF",
+    "load_study_cf",
+    "save_study_cf",
     "misaligned_hits",
     "permute_columns",
     "run_study_cf",
@@ -62,7 +67,7 @@ def permute_columns(counts: sp.spmatrix, rank: np.ndarray) -> sp.csr_matrix:
     rank = np.asarray(rank, dtype=np.int64)
     if rank.shape != (c.shape[1],):
         raise ValueError(f"rank must have one entry per column ({c.shape[1]}), got {rank.shape}")
-    out = sp.csr_matrix((c.data, rank[c.indices], c.indptr), shape=c.shape)
+    out = sp.csr_matrix((c.data.copy(), rank[c.indices], c.indptr.copy()), shape=c.shape)
     out.sort_indices()
     return out
 
@@ -327,7 +332,8 @@ def run_study_cf(
         top[agg] = np.where(t >= 0, order[np.maximum(t, 0)], -1)
     # back to the book's columns: study position p is book column order[p]
     train = sp.csr_matrix(
-        (ssplit.train.data, order[ssplit.train.indices], ssplit.train.indptr), shape=c.shape
+        (ssplit.train.data.copy(), order[ssplit.train.indices], ssplit.train.indptr.copy()),
+        shape=c.shape,
     )
     train.sort_indices()
     book = Split(train, ssplit.test_rows, order[ssplit.hidden_cols], ssplit.hidden_rank)
@@ -372,3 +378,31 @@ def tie_spread(
             ]
         )
     return {key: np.asarray(v) for key, v in out.items()}
+
+
+STUDY_CF_FILE = "study_cf.npz"
+
+
+def save_study_cf(run: StudyCF, build_dir) -> Path:
+    """Write what chapter 06's t-test needs: test rows, hidden columns, the as-run top 10 (book
+    columns) and the state of the random stream after the split (``BUILD_DIR/artifacts/study_cf.npz``)."""
+    path = artifacts_dir(build_dir) / STUDY_CF_FILE
+    state = run.rng.getstate()
+    np.savez_compressed(
+        path,
+        test_rows=run.split.test_rows,
+        hidden_cols=run.split.hidden_cols,
+        top_as_run=run.top["as_run"],
+        rng_state=np.asarray(state[1], dtype=np.int64),
+        rng_version=np.asarray(state[0]),
+    )
+    return path
+
+
+def load_study_cf(build_dir) -> tuple[np.ndarray, np.ndarray, np.ndarray, random.Random]:
+    """``(test_rows, hidden_cols, top_as_run, rng)`` as chapter 02 saved them."""
+    path = require_artifact(build_dir, STUDY_CF_FILE, "02_collaborative_filtering")
+    with np.load(path) as z:
+        rng = random.Random()
+        rng.setstate((int(z["rng_version"]), tuple(int(x) for x in z["rng_state"]), None))
+        return z["test_rows"], z["hidden_cols"], z["top_as_run"], rng
