@@ -198,3 +198,129 @@ def cell_32(test_user_idxs, test_artist_idxs, matrix, sim_user_top_30, cosine_si
         for s in test_samples
     ]
     return test_samples, CF_model_sample
+
+
+# --------------------------------------------------------------------------------------------------
+# In [15], In [20], In [21], In [22], In [23], In [24], In [26], In [28]: the embedding model
+
+
+def create_sample(session_dict, all_artist_ids, negative=1e-5, positive=0.1):
+    """``In [15]``, verbatim; the caller seeds ``random`` (CHANGE: the study did not)."""
+    sample = []
+    for i, (user, session) in enumerate(session_dict.items()):  # noqa: B007 - as the study
+        factor = 1.0 / sum(session.values())
+        for artist in session:
+            if session[artist] * factor >= positive:
+                sample.append([user, artist, 1])
+        not_listened_artists = list(set(all_artist_ids) - set(session.keys()))
+        perc = int(len(not_listened_artists) * negative)
+        indices = random.sample(range(len(not_listened_artists)), perc)
+        for i in indices:  # noqa: B020 - as the study
+            sample.append([user, not_listened_artists[i], -1])
+    return sample
+
+
+def cell_20_21_22(sample):
+    """The 1% slice, id decoding and tensors. Returns (X, y, idx_2_user, idx_2_artist)."""
+    import torch
+
+    sample = sample[: len(sample) // 100]
+    sample = np.asarray(sample)
+    # CHANGE: dict.fromkeys (first appearance) instead of set() (an order that changes per process)
+    idx_2_user = dict(enumerate(dict.fromkeys(sample[:, 0])))
+    user_2_idx = {value: key for key, value in idx_2_user.items()}
+    idx_2_artist = dict(enumerate(dict.fromkeys(sample[:, 1])))
+    artist_2_idx = {value: key for key, value in idx_2_artist.items()}
+
+    a = np.array([user_2_idx[user] for user in sample[:, 0]])
+    b = np.array([artist_2_idx[artist] for artist in sample[:, 1]])
+    sample[:, 0] = a
+    sample[:, 1] = b
+    # CHANGE: astype; torch.Tensor of the string array np.asarray made raises TypeError
+    X = torch.Tensor(sample[:, :2].astype(np.int64)).to(torch.int64)
+    y = torch.Tensor(sample[:, 2:].astype(np.float32))
+    return X, y, idx_2_user, idx_2_artist
+
+
+def get_posisve_samples_idx(y):
+    """``Dataset.get_posisve_samples_idx`` of ``In [23]`` (CHANGE: a function of ``y``)."""
+    positive_samples_idx = []
+    for i, t in enumerate(y):
+        if t:
+            positive_samples_idx.append(i)
+    return positive_samples_idx
+
+
+def split_data(y, val_split_size=0.15, test_split_size=0.15):
+    """``In [24]`` without the DataLoader (CHANGE: returns the three index lists); the caller seeds
+    ``np.random`` (CHANGE: the study did not)."""
+    data_size = len(y)
+    positive_idx = get_posisve_samples_idx(y)
+    indices = list(range(data_size))
+    positive_data_size = len(positive_idx)
+
+    val_split = int(np.floor(val_split_size * positive_data_size))
+    test_split = int(np.floor((test_split_size + val_split_size) * positive_data_size))
+
+    np.random.shuffle(positive_idx)  # noqa: NPY002 - as the study
+
+    val_indices = positive_idx[:val_split]
+    test_indices = positive_idx[val_split:test_split]
+    train_indices = positive_idx[test_split:] + list(set(indices) - set(positive_idx))
+    return train_indices, val_indices, test_indices
+
+
+def array_to_dict(array):
+    from collections import defaultdict
+
+    d = defaultdict(list)
+    for i in array:
+        d[int(i[0])].append(int(i[1]))
+    return d
+
+
+def validate(all_user_embed, all_artist_embed, X_val, X, n_unique_users, k=10, batch_size=1000):
+    """``In [28]``, verbatim."""
+    import torch
+    from torch.utils.data.sampler import SubsetRandomSampler
+
+    cosine = torch.nn.CosineSimilarity()
+    artists_embed_sampler = SubsetRandomSampler(list(range(all_artist_embed.shape[0])))
+    embed_loader = torch.utils.data.DataLoader(
+        all_artist_embed, batch_size=batch_size, sampler=artists_embed_sampler
+    )
+    total_relevant = 0
+    for user_id, artists in X_val.items():
+        relevant_artists = np.array(artists)
+        listened_artists = np.array(X[user_id])
+
+        topk = torch.Tensor()
+        topk_indices = torch.Tensor()
+        current_user_tensor = all_user_embed[user_id].view(1, all_user_embed.shape[1])
+
+        # calculate cosine similarity in batches
+        for batch_artist in embed_loader:
+            cos_dist = cosine(current_user_tensor, batch_artist)
+            topk_b, topk_indices_b = torch.sort(cos_dist, descending=True)
+            topk = torch.cat([topk, topk_b[:k]], dim=0)
+            topk_indices = torch.cat(
+                [topk_indices, topk_indices_b[:k].type(torch.FloatTensor)], dim=0
+            )
+
+        topk_all = np.transpose(torch.stack([topk, topk_indices], dim=0).detach().numpy())
+        topk_all = topk_all[topk_all[:, 0].argsort()]
+        topk_indices = topk_all[:, 1]
+
+        # deleting listened_artists
+        topk_artists_recommendation = np.setdiff1d(
+            topk_indices, listened_artists, assume_unique=True
+        )[:k]
+        n_relevant = len(relevant_artists)
+
+        # looking for intersection in topk recomendations and relevant artists
+        n_relevant_recommendations = np.intersect1d(
+            relevant_artists, topk_artists_recommendation
+        ).shape[0] / min(k, n_relevant)
+        total_relevant += n_relevant_recommendations
+
+    return total_relevant / n_unique_users

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .readers import LAYOUT_FILES, detect_layout
 
-__all__ = ["first_appearance_keys", "study_column_order"]
+__all__ = ["first_appearance_keys", "pair_first_positions", "study_column_order"]
 
 _TRACK_IN_SESSION = re.compile(r'"type"\s*:\s*"track"\s*,\s*"id"\s*:\s*(\d+)')
 
@@ -112,6 +112,39 @@ def _hetrec_plays(folder: Path):
     yield df["userID"].to_numpy(np.int64), df["artistID"].to_numpy(np.int64)
 
 
+def _plays(folder: Path, layout: str, chunk_rows: int):
+    layout = detect_layout(folder) if layout == "auto" else layout
+    if layout == "csv":
+        return _csv_plays(folder / LAYOUT_FILES["csv"][1], chunk_rows)
+    if layout == "idomaar":
+        return _idomaar_plays(folder)
+    if layout == "hetrec":
+        return _hetrec_plays(folder)
+    raise ValueError(f"layout must be auto, csv, idomaar or hetrec, got {layout!r}")
+
+
+def pair_first_positions(
+    data_dir: str | os.PathLike, *, layout: str = "auto", chunk_rows: int = 200_000
+) -> pd.DataFrame:
+    """For every (user, artist) pair played: the position of its first play in the file's play
+    sequence. Sorting a user's artists by it gives the order of the user's ``Counter`` (``In [24]``).
+    Returns ``user_id, artist_id, first_position`` (int64), sorted by user then position."""
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    offset = 0
+    for users, artists in _plays(Path(data_dir), layout, chunk_rows):
+        pos = offset + np.arange(len(users), dtype=np.int64)
+        offset += len(users)
+        parts.append(_min_keys((users << 32) | artists, pos))
+        if len(parts) > 16:
+            parts = [_merge(parts)]
+    pair, pos = _merge(parts)
+    order = np.lexsort((pos, pair >> 32))
+    pair, pos = pair[order], pos[order]
+    return pd.DataFrame(
+        {"user_id": pair >> 32, "artist_id": pair & 0xFFFFFFFF, "first_position": pos}
+    )
+
+
 def first_appearance_keys(
     data_dir: str | os.PathLike, *, layout: str = "auto", chunk_rows: int = 200_000
 ) -> pd.DataFrame:
@@ -122,15 +155,7 @@ def first_appearance_keys(
     ``(first_user, first_position)`` gives the study's column order.
     """
     folder = Path(data_dir)
-    layout = detect_layout(folder) if layout == "auto" else layout
-    if layout == "csv":
-        plays = _csv_plays(folder / LAYOUT_FILES["csv"][1], chunk_rows)
-    elif layout == "idomaar":
-        plays = _idomaar_plays(folder)
-    elif layout == "hetrec":
-        plays = _hetrec_plays(folder)
-    else:
-        raise ValueError(f"layout must be auto, csv, idomaar or hetrec, got {layout!r}")
+    plays = _plays(folder, layout, chunk_rows)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     offset = 0
     for users, artists in plays:
