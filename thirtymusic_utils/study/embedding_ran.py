@@ -35,6 +35,7 @@ import copy
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,11 +43,18 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ..book.paths import artifacts_dir, require_artifact
 from ..evaluation.protocol import _as_counts
 from .validate import correct_validate, study_validate, validate_chance
 
+EMBEDDING_FIXES = ("negatives", "positive_split", "step_per_epoch", "correct_metric")
+
 __all__ = [
+    "EMBEDDING_FIXES",
+    "AS_RAN_FILE",
     "AsRanRun",
+    "load_as_ran",
+    "save_as_ran",
     "StudyEmbedder",
     "array_to_dict",
     "create_sample",
@@ -97,6 +105,8 @@ def create_sample(
     rng: random.Random,
     negative: float = 1e-5,
     positive: float = 0.1,
+    *,
+    fix_negatives: bool = False,
 ) -> list[list]:
     """``create_sample`` of ``In [15]`` with ``random.sample`` from ``rng``.
 
@@ -113,6 +123,9 @@ def create_sample(
             if session[artist] * factor >= positive:
                 sample.append([user, artist, 1])
         not_listened_artists = catalogue  # set(all_artist_ids) - set(session.keys()): all of it
+        if fix_negatives:  # the text: artists the user did not listen to (keys as ints)
+            heard = {int(a) for a in session}
+            not_listened_artists = [a for a in catalogue if a not in heard]
         perc = int(len(not_listened_artists) * negative)
         indices = rng.sample(range(len(not_listened_artists)), perc)
         for i in indices:
@@ -146,11 +159,17 @@ def decode(sample: list[list]) -> tuple[np.ndarray, np.ndarray, dict, dict]:
 
 
 def split_data(
-    y: np.ndarray, np_rng: np.random.RandomState, val_split_size=0.15, test_split_size=0.15
+    y: np.ndarray,
+    np_rng: np.random.RandomState,
+    val_split_size=0.15,
+    test_split_size=0.15,
+    *,
+    fix_positive: bool = False,
 ):
-    """``split_data`` of ``In [24]``: (train, val, test) row indices. Every row is "positive"."""
+    """``split_data`` of ``In [24]``: (train, val, test) row indices. Every row is "positive"
+    (``if y:`` is true for +1 and -1); ``fix_positive=True`` takes only +1 rows, as the text meant."""
     data_size = len(y)
-    positive_idx = [i for i, t in enumerate(y) if t]  # if y: true for +1 and -1
+    positive_idx = [i for i, t in enumerate(y) if (t > 0 if fix_positive else t)]
     indices = list(range(data_size))
     positive_data_size = len(positive_idx)
     val_split = int(np.floor(val_split_size * positive_data_size))
@@ -230,9 +249,17 @@ def run_as_ran(
     chance_reps: int = 20,
     negative: float = 1e-5,
     positive: float = 0.1,
+    fixes: frozenset[str] | set[str] = frozenset(),
 ) -> AsRanRun:
     """The study's embedding pipeline end to end on ``counts`` (every user), as the module docstring
-    describes; ``catalogue_ids`` are the artist ids of the persons file (the study's ``artist_ids``)."""
+    describes; ``catalogue_ids`` are the artist ids of the persons file (the study's ``artist_ids``).
+
+    ``fixes`` switches departures off one by one: ``"negatives"`` (negatives from unheard artists),
+    ``"positive_split"`` (only +1 rows to validation and test), ``"step_per_epoch"`` (StepLR once per
+    epoch), ``"correct_metric"`` (validation and test with a correct top-k, ids over all artists)."""
+    unknown = set(fixes) - set(EMBEDDING_FIXES)
+    if unknown:
+        raise ValueError(f"unknown fixes {sorted(unknown)}; known: {EMBEDDING_FIXES}")
     rng = random.Random(seed)
     np_rng = np.random.RandomState(seed)
     torch.manual_seed(seed)
@@ -250,7 +277,7 @@ def run_as_ran(
     X, y, idx_2_user, idx_2_artist = decode(sample)
     if len(X) < 2:
         raise ValueError(f"the 1% slice holds {len(X)} rows: too few to split and train")
-    train_ind, val_ind, test_ind = split_data(y, np_rng)
+    train_ind, val_ind, test_ind = split_data(y, np_rng, fix_positive="positive_split" in fixes)
     Xt = torch.as_tensor(X)
     yt = torch.as_tensor(y)
     X_val = array_to_dict(X[val_ind])
@@ -270,6 +297,7 @@ def run_as_ran(
     )
     all_u = torch.arange(n_u)
     all_a = torch.arange(n_a)
+    val_fn = correct_validate if "correct_metric" in fixes else study_validate
     history = []
     best, best_epoch, best_state = 0.0, -1, None
     lr1 = float("nan")
@@ -281,24 +309,24 @@ def run_as_ran(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if "step_per_epoch" not in fixes:
+                scheduler.step()
+        if "step_per_epoch" in fixes:
             scheduler.step()
         if epoch == 0:
             lr1 = optimizer.param_groups[0]["lr"]
         if epoch % eval_every == 0:
             with torch.no_grad():
-                metric = study_validate(
-                    user_emb(all_u), artist_emb(all_a), X_val, X_train, len(X_val)
-                )
+                metric = val_fn(user_emb(all_u), artist_emb(all_a), X_val, X_train, len(X_val))
             history.append(
                 {"epoch": epoch, "val_metric": metric, "lr": optimizer.param_groups[0]["lr"]}
             )
+            # rule: the study kept a model only when metric > 0 (else its save cell fails with a
+            # NameError); here the first validated model is kept until one beats it
             if metric > best or best_state is None:
-                # rule: the study kept a model only when metric > 0 (else its save cell fails);
-                # here the first validated model is kept until one beats it
                 if metric > best:
-                    best, best_epoch = metric, epoch
-                elif best_epoch < 0:
-                    best_epoch = epoch
+                    best = metric
+                best_epoch = epoch
                 best_state = (
                     copy.deepcopy(user_emb.state_dict()),
                     copy.deepcopy(artist_emb.state_dict()),
@@ -339,3 +367,45 @@ def run_as_ran(
         user_embed=ue,
         artist_embed=ae,
     )
+
+
+AS_RAN_FILE = "study_embedding.npz"
+
+
+def _dict_arrays(d: dict, name: str) -> dict[str, np.ndarray]:
+    users = np.asarray([u for u, v in d.items() for _ in v], dtype=np.int64)
+    artists = np.asarray([a for v in d.values() for a in v], dtype=np.int64)
+    keys = np.asarray(list(d.keys()), dtype=np.int64)
+    return {f"{name}_users": users, f"{name}_artists": artists, f"{name}_keys": keys}
+
+
+def _arrays_dict(z, name: str) -> dict:
+    d = {int(k): [] for k in z[f"{name}_keys"]}
+    for u, a in zip(z[f"{name}_users"], z[f"{name}_artists"], strict=True):
+        d[int(u)].append(int(a))
+    return d
+
+
+def save_as_ran(run: AsRanRun, build_dir) -> Path:
+    """Write the best model's embeddings and ``X_test`` / ``X_train`` for chapter 06's t-test."""
+    path = artifacts_dir(build_dir) / AS_RAN_FILE
+    np.savez_compressed(
+        path,
+        user_embed=run.user_embed.numpy(),
+        artist_embed=run.artist_embed.numpy(),
+        **_dict_arrays(run.X_test, "test"),
+        **_dict_arrays(run.X_train, "train"),
+    )
+    return path
+
+
+def load_as_ran(build_dir) -> tuple[torch.Tensor, torch.Tensor, dict, defaultdict]:
+    """``(user_embed, artist_embed, X_test, X_train)`` as chapter 04 saved them (dicts in key order)."""
+    path = require_artifact(build_dir, AS_RAN_FILE, "04_embeddings")
+    with np.load(path) as z:
+        return (
+            torch.as_tensor(z["user_embed"]),
+            torch.as_tensor(z["artist_embed"]),
+            _arrays_dict(z, "test"),
+            defaultdict(list, _arrays_dict(z, "train")),
+        )
