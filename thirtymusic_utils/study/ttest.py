@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,8 @@ __all__ = [
     "StudyTTestRun",
     "cf_subsample_means",
     "compare_samples_t_test",
+    "embedding_subsample_means",
+    "embedding_subsamples",
     "subsample_positions",
 ]
 
@@ -92,15 +94,23 @@ def compare_samples_t_test(s1: Sequence[float], s2: Sequence[float]) -> StudyTTe
     )
 
 
-def embedding_subsample_scores(
-    rng: random.Random,
-    test_keys: Sequence[int],
-    score: Callable[[list[int], int], float],
-    n_subsamples: int = N_SUBSAMPLES,
-) -> tuple[list[list[int]], np.ndarray]:
-    """The embedding subsamples: ``sample(X_test_keys, test_unique_users // 10)`` 30 times, each scored
-    by ``score(users, n_users)`` (the study's ``validate`` on ``X_test`` restricted to them)."""
+def embedding_subsamples(
+    rng: random.Random, test_keys: Sequence[int], n_subsamples: int = N_SUBSAMPLES
+) -> list[list[int]]:
+    """``[sample(X_test_keys, test_unique_users // 10) for i in range(30)]``."""
     keys = list(test_keys)
-    n_users = len(keys) // 10
-    samples = [rng.sample(keys, n_users) for _ in range(n_subsamples)]
-    return samples, np.asarray([score(s, n_users) for s in samples], dtype=float)
+    return [rng.sample(keys, len(keys) // 10) for _ in range(n_subsamples)]
+
+
+def embedding_subsample_means(
+    user_embed, artist_embed, X_test: dict, X_train: dict, samples: Sequence[Sequence[int]], metric
+) -> np.ndarray:
+    """Each subsample scored by ``metric(user_embed, artist_embed, X_test_sample, X_train, n_users)``
+    (the study's ``validate``, or ``correct_validate``); NaN for an empty subsample."""
+    out = []
+    for s in samples:
+        if not len(s):
+            out.append(float("nan"))
+            continue
+        out.append(metric(user_embed, artist_embed, {u: X_test[u] for u in s}, X_train, len(s)))
+    return np.asarray(out, dtype=float)
