@@ -20,6 +20,12 @@ Deterministic rules where the study's result depends on an order that cannot be 
   subsamples (``In [32]``), in the notebook's order.
 
 :func:`tie_spread` measures how far HR@10 moves when these ties are broken at random instead.
+
+Not emulated, because it depends on the pandas version the study had: pandas before 1.1 called the
+function of ``DataFrame.apply`` twice on the first row, which would have drawn a second ``randrange``
+for user 4 (the first user, who has more than 10 artists); ``recommend_to_user`` also looked up each
+recommended artist's name (``artists.loc[ids]``), which fails for an artist missing from
+``persons.csv``. The book follows pandas 1.1 and later (one call per row) and leaves the names out.
 """
 
 from __future__ import annotations
