@@ -298,7 +298,7 @@ def load_ledger(build_dir: str | os.PathLike | None, chapters: Sequence[str] = (
     """The ledger rows of ``chapters`` that exist, in order, as one frame."""
     folder = artifacts_dir(build_dir)
     parts = [
-        pd.read_csv(folder / f"ledger_{c}.csv")
+        pd.read_csv(folder / f"ledger_{c}.csv", dtype={"chapter": str})
         for c in chapters
         if (folder / f"ledger_{c}.csv").exists()
     ]
