@@ -31,13 +31,21 @@ def test_notebook_follows_the_template(name):
     assert nb.cells[-1].cell_type == "markdown" and "{glue:text}" in nb.cells[-1].source
 
 
-def test_chapter_03_on_tiny(tiny_book):
+def test_embeddings_as_ran_on_tiny(tiny_book):
+    """Chapter 04 (helper A): the study's embedding code as it ran, its chance level, its ledger."""
     results = tiny_book.run("04_embeddings")
     assert results["n_sample"] == results["n_positives"] + results["n_negatives"]
-    assert results["n_negatives"] == 0  # a tiny catalogue: the study's rule yields no negatives
-    assert results["n_positives"] > 0
-    assert 0.0 <= results["hidden_positive_share"] <= 1.0
-    assert results["init_cosine_seed_min"] > 0.0  # sigmoid outputs: every cosine positive
+    # the code's negatives: int(1e-5 * catalogue) per user, whatever the user played
+    assert results["emb_negatives_per_user"] == int(results["emb_catalogue"] * 1e-5)
+    n_users = tiny_book.run("01_user_artist_matrix")["n_users"]
+    assert results["n_negatives"] == results["emb_negatives_per_user"] * n_users
+    assert results["emb_slice_rows"] == results["n_sample"] // 100
+    for key in ("study_metric_seed", "study_metric_seed_chance", "study_metric_seed_correct"):
+        assert 0.0 <= results[key] <= 1.0, key
+    assert results["study_metric_seed_chance_low"] <= results["study_metric_seed_chance_high"]
+    assert 0.0 <= results["study_metric_study_chance_share_above"] <= 1.0
+    ledger = pd.read_csv(tiny_book.build_dir / "artifacts" / "ledger_04.csv")
+    assert ledger["as_ran"].eq(results["study_metric_seed"]).all()
 
 
 def test_chapter_04_on_tiny(tiny_book):

@@ -94,8 +94,9 @@ TUNING_GRIDS = {
     "full": (10, 20, 30, 50, 100, 200, 300),
 }
 AGGREGATIONS = ("seed_as_run", "seed_as_written", "weighted")
-# the columns of outcomes_02.csv after user_id, artist_id (chapter 05 reads them)
-MODELS = ("popularity", "cf_seed", "cf_seed_as_written", "cf_weighted", "cf_tuned")
+# the columns of outcomes_02.csv after user_id, artist_id (the statistics chapters read them); the
+# tuned user-kNN is chapter 03's (outcomes_03.csv)
+MODELS = ("popularity", "cf_seed", "cf_seed_as_written", "cf_weighted")
 OUTCOMES_FILE = "outcomes_02.csv"
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of block temporaries in topk_neighbours (all workers)
 

@@ -1,4 +1,8 @@
-"""The study's training sample for its embedding model (notebook cell ``In [15]``, ``create_sample``).
+"""The study's sample rule *as its text describes it* (notebook cell ``In [15]``, ``create_sample``).
+
+Not as its code ran: the code's negatives come from the whole catalogue, played artists included
+(``set(all_artist_ids) - set(session.keys())`` subtracts string keys from int ids); that version is
+:func:`thirtymusic_utils.study.embedding_ran.create_sample`. This one is the fixed rule, vectorised:
 
 For every user, the *positives* are the artists whose share of the user's plays is at least ``positive``
 (target +1); the *negatives* are ``int(negative * n_unheard)`` artists drawn uniformly without

@@ -1,0 +1,307 @@
+"""The defect ledger: each departure of the study's code, its figure as it ran, with that departure
+fixed alone, and the running figure as the fixes accumulate, in the study's order.
+
+Chapters 02 (user-kNN), 04 (embedding) and 06 (t-test) each write their rows to
+``BUILD_DIR/artifacts/ledger_<chapter>.csv``; chapter 06 shows them as one table. Columns:
+
+``chapter, step, departure, code, text, figure, as_ran, fixed_alone, running``
+
+``figure`` names what the numbers are (e.g. "kNN HR@10"); ``running`` is the figure with this fix
+and every earlier fix of the same chapter applied (NaN for a row that is not a fix, such as a tie
+order the study left to chance).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..book.paths import artifacts_dir
+from . import cf as S
+
+__all__ = [
+    "LEDGER_COLUMNS",
+    "EMBEDDING_DEPARTURES",
+    "KNN_DEPARTURES",
+    "embedding_ledger",
+    "knn_ledger",
+    "knn_seed_table",
+    "load_ledger",
+    "save_ledger",
+    "seed_summary",
+]
+
+LEDGER_COLUMNS = [
+    "chapter",
+    "step",
+    "departure",
+    "code",
+    "text",
+    "figure",
+    "as_ran",
+    "fixed_alone",
+    "running",
+]
+
+#: The kNN departures in the order of the study's cells: (step, departure, what the code does,
+#: what the text says, the run_study_cf arguments that fix it, whether it joins the running chain).
+KNN_DEPARTURES: list[tuple[str, str, str, str, dict, bool]] = [
+    (
+        "hidden_ranks",
+        "hidden artist from ranks 2-6",
+        "randrange(1, 6) indexes the sorted row: ranks 2 to 6, never the favourite",
+        "cells deleted 'from top_6 most listened artists'",
+        {"first": 0},
+        True,
+    ),
+    (
+        "test_cap",
+        "test cap rounded down",
+        "test_size = int(0.3 n), users added while len(test_user_idxs) < test_size",
+        "not stated (the book's former rule: while count < 0.3 n, a ceiling)",
+        {"cap": "ceil"},
+        True,
+    ),
+    (
+        "tie_order",
+        "ties in first-appearance order",
+        "stable sorts break play-count and score ties by the matrix's column order (first "
+        "appearance); the study's quicksort and set order left them to chance (see the tie spread)",
+        "not stated (the book's former rule: ties by artist id)",
+        {"rank": None},
+        False,
+    ),
+    (
+        "padding",
+        "neighbour lists padded",
+        "sort_values over all users keeps 30 even when fewer have a positive similarity: "
+        "zero-similarity users (the user itself among them) fill the list",
+        "'the k most similar users'",
+        {"pad": False},
+        True,
+    ),
+    (
+        "weights_discarded",
+        "weighting line discarded",
+        "knn_matrix.sort_index().mul(coef, axis=0) is not assigned: an unweighted sum of the "
+        "neighbours' counts",
+        "a weighted sum with coefficients 1 - minmax(similarity)",
+        {"aggregation": "as_written"},
+        True,
+    ),
+    (
+        "weights_inverted",
+        "weights upside down",
+        "1 - minmax(similarity) gives the most similar neighbour weight 0 and padding users 1",
+        "'the closer a user to the target user the bigger will be the coefficient'",
+        {"aggregation": "weighted"},
+        True,
+    ),
+]
+
+
+def _hr(counts, rank, seed, **kw) -> float:
+    agg = kw.pop("aggregation", "as_run")
+    return S.run_study_cf(counts, rank, seed, aggregations=(agg,), **kw).hr[agg]
+
+
+def knn_ledger(
+    counts: sp.spmatrix, rank: np.ndarray | None, seed: int = 0, *, chapter: str = "02"
+) -> pd.DataFrame:
+    """The kNN rows of the ledger on ``counts`` (study column order ``rank``), HR@10 as the figure."""
+    base = {"rank": rank, "first": 1, "cap": "floor", "pad": True, "aggregation": "as_run"}
+    as_ran = _hr(counts, seed=seed, **base)
+    running = dict(base)
+    rows = []
+    for step, departure, code, text, fix, chain in KNN_DEPARTURES:
+        alone = _hr(counts, seed=seed, **{**base, **fix})
+        if chain:
+            running.update(fix)
+            run_fig = _hr(counts, seed=seed, **running)
+        else:
+            run_fig = float("nan")
+        rows.append(
+            {
+                "chapter": chapter,
+                "step": step,
+                "departure": departure,
+                "code": code,
+                "text": text,
+                "figure": "kNN HR@10",
+                "as_ran": as_ran,
+                "fixed_alone": alone,
+                "running": run_fig,
+            }
+        )
+    return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+
+
+#: The embedding departures in the order of the study's cells: (step, departure, code, text, fix or
+#: None when not measured here, whether it joins the running chain).
+EMBEDDING_DEPARTURES: list[tuple[str, str, str, str, str | None, bool]] = [
+    (
+        "negatives",
+        "negatives from every artist",
+        "set(all_artist_ids) - set(session.keys()) subtracts string keys from int ids: int(1e-5 n) "
+        "negatives per user from the whole catalogue, played artists included (0 below 100,000 "
+        "artists; 5 on 30Music)",
+        "'negative samples were selected randomly from the artists that the user did not listen'",
+        "negatives",
+        True,
+    ),
+    (
+        "slice",
+        "1% slice before the split",
+        "sample[:len(sample) // 100] keeps the first users' rows before decoding and splitting: "
+        "validation and test users are trained users, artists ranked among the slice's only",
+        "'I again used a piece of the sample' (no word on where the test users come from)",
+        None,
+        False,
+    ),
+    (
+        "positive_split",
+        "every row 'positive'",
+        "if y: is true for +1 and -1: validation and test hold negatives, counted as relevant",
+        "validation and test are the positive samples",
+        "positive_split",
+        True,
+    ),
+    (
+        "step_per_epoch",
+        "StepLR stepped per batch",
+        "scheduler.step() inside the batch loop: the rate falls tenfold every 10 batches",
+        "'trained for 2K epochs' (a rate that vanishes after a few dozen batches)",
+        "step_per_epoch",
+        True,
+    ),
+    (
+        "correct_metric",
+        "validate ranks batch positions",
+        "positions inside shuffled batches of 1000 are used as artist ids, and the pooled "
+        "candidates are sorted by cosine ascending: a figure at chance for any model",
+        "'for each user ... we recommend topk new artists' and count the relevant ones",
+        "correct_metric",
+        True,
+    ),
+]
+
+
+def embedding_ledger(
+    counts: sp.spmatrix,
+    user_ids: np.ndarray,
+    artist_ids: np.ndarray,
+    first: pd.DataFrame,
+    catalogue_ids: np.ndarray,
+    seed: int = 0,
+    *,
+    epochs: int = 100,
+    base=None,
+    chapter: str = "04",
+) -> pd.DataFrame:
+    """The embedding rows of the ledger; the figure is the study's test metric (``In [33]``).
+
+    ``base`` is the as-ran run when already trained. The metric fix needs no training: the same model
+    scored with a correct top k.
+    """
+    from .embedding_ran import run_as_ran
+
+    def run(fixes):
+        return run_as_ran(
+            counts, user_ids, artist_ids, first, catalogue_ids, seed,
+            epochs=epochs, chance_reps=1, fixes=frozenset(fixes),
+        )  # fmt: skip
+
+    def figure(r, fixes):
+        return r.study_metric_correct if "correct_metric" in fixes else r.study_metric
+
+    base = base if base is not None else run(())
+    as_ran = base.study_metric
+    rows, chain, last = [], [], base
+    for step, departure, code, text, fix, in_chain in EMBEDDING_DEPARTURES:
+        if fix is None:
+            alone = running = float("nan")
+        elif fix == "correct_metric":
+            alone = base.study_metric_correct
+            chain.append(fix)
+            running = last.study_metric_correct
+        else:
+            r_alone = run([fix])
+            alone = r_alone.study_metric
+            chain.append(fix)
+            last = r_alone if chain == [fix] else run(chain)
+            running = figure(last, chain)
+        rows.append(
+            {
+                "chapter": chapter,
+                "step": step,
+                "departure": departure,
+                "code": code,
+                "text": text,
+                "figure": "embedding metric",
+                "as_ran": as_ran,
+                "fixed_alone": alone,
+                "running": running if in_chain else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+
+
+def knn_seed_table(
+    counts: sp.spmatrix, rank: np.ndarray | None, seeds: Sequence[int]
+) -> pd.DataFrame:
+    """HR@10 per split seed: as run (study tie order), as run with ties by id, and the weighted fix."""
+    rows = []
+    for s in seeds:
+        run = S.run_study_cf(counts, rank, s, aggregations=("as_run", "weighted"))
+        idt = S.run_study_cf(counts, None, s, aggregations=("as_run",))
+        rows.append(
+            {
+                "seed": int(s),
+                "n_test": run.split.n_test,
+                "hr_at_10_seed": run.hr["as_run"],
+                "hr_at_10_seed_id_ties": idt.hr["as_run"],
+                "hr_at_10_weighted": run.hr["weighted"],
+                "weighted_minus_seed": run.hr["weighted"] - run.hr["as_run"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def seed_summary(table: pd.DataFrame, columns: Sequence[str], suffix: str = "5") -> dict:
+    """``{col}_mean5, _sd5, _min5, _max5`` for each column (sample sd, ddof 1)."""
+    out = {}
+    for c in columns:
+        v = table[c].to_numpy(dtype=float)
+        out[f"{c}_mean{suffix}"] = float(v.mean())
+        out[f"{c}_sd{suffix}"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        out[f"{c}_min{suffix}"] = float(v.min())
+        out[f"{c}_max{suffix}"] = float(v.max())
+    return out
+
+
+def save_ledger(frame: pd.DataFrame, build_dir: str | os.PathLike | None, chapter: str) -> Path:
+    """Write ``BUILD_DIR/artifacts/ledger_<chapter>.csv``."""
+    missing = [c for c in LEDGER_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"ledger rows lack columns {missing}")
+    path = artifacts_dir(build_dir) / f"ledger_{chapter}.csv"
+    frame[LEDGER_COLUMNS].to_csv(path, index=False)
+    return path
+
+
+def load_ledger(build_dir: str | os.PathLike | None, chapters: Sequence[str] = ("02", "04", "06")):
+    """The ledger rows of ``chapters`` that exist, in order, as one frame."""
+    folder = artifacts_dir(build_dir)
+    parts = [
+        pd.read_csv(folder / f"ledger_{c}.csv", dtype={"chapter": str})
+        for c in chapters
+        if (folder / f"ledger_{c}.csv").exists()
+    ]
+    if not parts:
+        return pd.DataFrame(columns=LEDGER_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
