@@ -95,6 +95,13 @@ def test_load_outcomes_missing_file_and_bad_ranks(tmp_path):
     )
     with pytest.raises(ValueError, match="rank_cf_seed is defined by both"):
         stats.load_outcomes(tmp_path)
+    (tmp_path / "artifacts" / "outcomes_09.csv").unlink()
+    # a copy of a model in a file that does not own it is ignored, with a warning
+    o2.assign(rank_cf_tuned=0).to_csv(tmp_path / "artifacts" / "outcomes_02.csv", index=False)
+    with pytest.warns(UserWarning, match="outcomes_03.csv defines it"):
+        out = stats.load_outcomes(tmp_path)
+    o3 = pd.read_csv(tmp_path / "artifacts" / "outcomes_03.csv")
+    assert list(out["rank_cf_tuned"]) == list(o3["rank_cf_tuned"])
 
 
 def test_optional_model_may_be_absent(tmp_path):

@@ -328,7 +328,9 @@ def outcomes_frame(
     for m in BASELINES:
         r = np.asarray(ranks[m], dtype=np.int64)
         if len(r) != split.n_test:
-            raise ValueError(f"ranks[{m!r}] has {len(r)} values, the split {split.n_test} test users")
+            raise ValueError(
+                f"ranks[{m!r}] has {len(r)} values, the split {split.n_test} test users"
+            )
         frame[f"rank_{m}"] = r
     return frame
 

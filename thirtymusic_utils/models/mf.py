@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from ..evaluation.protocol import _as_counts, _as_rows
 
@@ -38,7 +39,8 @@ def implicit_top_n(model, user_items: sp.csr_matrix, rows: np.ndarray, n: int = 
     out = np.full((len(rows), n), -1, dtype=np.int64)
     for s in range(0, len(rows), 4096):
         r = rows[s : s + 4096]
-        ids, scores = model.recommend(r, user_items[r], N=n, filter_already_liked_items=True)
+        with threadpool_limits(1, "blas"):
+            ids, scores = model.recommend(r, user_items[r], N=n, filter_already_liked_items=True)
         ids = np.asarray(ids, dtype=np.int64)
         ids[~np.isfinite(scores) | (ids < 0)] = -1
         out[s : s + len(r), : ids.shape[1]] = ids
@@ -69,7 +71,8 @@ class IALS:
             random_state=self.seed,
             num_threads=self.num_threads,
         )
-        m.fit(_weighted(train, self.weighting), show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, a 1-thread BLAS
+            m.fit(_weighted(train, self.weighting), show_progress=False)
         return m
 
     def top_n(self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, model=None) -> np.ndarray:
@@ -103,7 +106,8 @@ class BPR:
             random_state=self.seed,
             num_threads=self.num_threads,
         )
-        m.fit(_weighted(train, "binary"), show_progress=False)
+        with threadpool_limits(1, "blas"):
+            m.fit(_weighted(train, "binary"), show_progress=False)
         return m
 
     def top_n(self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, model=None) -> np.ndarray:
