@@ -4,7 +4,8 @@
   ``1 + alpha * r``, where ``r`` is the training count under an input weighting (``binary`` or
   ``log1p``); ``implicit.cpu.als.AlternatingLeastSquares`` with its conjugate-gradient solver.
 * BPR (Rendle et al. 2009): pairwise ranking with sampled negatives on the binary matrix;
-  ``implicit.cpu.bpr.BayesianPersonalizedRanking``.
+  ``implicit.cpu.bpr.BayesianPersonalizedRanking``, on one thread (its lock-free SGD over several
+  threads gives different factors run to run).
 
 Both are seeded (``random_state``) and run on ``num_threads`` threads; recommendations exclude
 the user's training artists (``filter_already_liked_items``).
@@ -92,7 +93,7 @@ class BPR:
     regularization: float = 0.01
     iterations: int = 100
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 1  # SGD over several threads is not reproducible
 
     def fit(self, train: sp.csr_matrix):
         """A fitted ``BayesianPersonalizedRanking``."""
