@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..evaluation.metrics import hit_ranks, ranking_metrics
 from ..evaluation.protocol import _as_csr, _as_rows
 
-__all__ = ["grid_search", "top_n_blocks", "top_n_dense", "topk_dense_rows"]
+__all__ = ["grid_search", "top_n_blocks", "top_n_dense", "top_n_scores", "topk_dense_rows"]
 
 
 def topk_dense_rows(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +50,21 @@ def top_n_dense(scores: np.ndarray, exclude: sp.csr_matrix, n: int = 10) -> np.n
     return cols
 
 
+def top_n_scores(
+    scores: np.ndarray | sp.spmatrix, exclude: sp.csr_matrix, n: int = 10, dense_share: float = 0.02
+) -> np.ndarray:
+    """Top-n of a score block, dense or sparse; a sparse block denser than ``dense_share`` goes
+    through the dense path (same result: positive scores, ties by lower column)."""
+    from .knn import recommend_top_n
+
+    if sp.issparse(scores):
+        S = sp.csr_matrix(scores)
+        if S.nnz > dense_share * S.shape[0] * S.shape[1]:
+            return top_n_dense(S.toarray(), exclude, n)
+        return recommend_top_n(S, exclude, n)
+    return top_n_dense(scores, exclude, n)
+
+
 def top_n_blocks(
     score_block: Callable[[np.ndarray], np.ndarray | sp.spmatrix],
     train: sp.csr_matrix,
@@ -62,8 +77,6 @@ def top_n_blocks(
 
     Dense blocks must hold positive scores for anything worth recommending (see ``top_n_dense``).
     """
-    from .knn import recommend_top_n
-
     t = _as_csr(train, "train")
     rows = _as_rows(
         np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows), t.shape[0]
@@ -71,11 +84,7 @@ def top_n_blocks(
     out = np.full((len(rows), n), -1, dtype=np.int64)
     for s in range(0, len(rows), block_rows):
         r = rows[s : s + block_rows]
-        S = score_block(r)
-        if sp.issparse(S):
-            out[s : s + len(r)] = recommend_top_n(sp.csr_matrix(S), t[r], n)
-        else:
-            out[s : s + len(r)] = top_n_dense(S, t[r], n)
+        out[s : s + len(r)] = top_n_scores(score_block(r), t[r], n)
     return out
 
 

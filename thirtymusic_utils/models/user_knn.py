@@ -28,8 +28,8 @@ import scipy.sparse as sp
 
 from ..evaluation.metrics import hit_ranks, ranking_metrics
 from ..evaluation.protocol import _as_counts, _as_rows
-from .knn import minmax_columns, recommend_top_n
-from .scoring import topk_dense_rows
+from .knn import minmax_columns
+from .scoring import top_n_scores, topk_dense_rows
 
 __all__ = [
     "K_GRID",
@@ -48,8 +48,8 @@ __all__ = [
 WEIGHTINGS = ("binary", "log1p", "minmax", "tfidf", "bm25")
 SPACES = ("counts", "weighted", "binary")
 # k grid: extended (doubling) while the best k sits at its top, up to the number of users - 1
-K_GRID = (5, 10, 20, 30, 50, 100, 200, 300, 500, 700, 1000)
-SHRINK_GRID = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+K_GRID = (5, 10, 20, 50, 100, 200, 500, 1000)
+SHRINK_GRID = (0.0, 2.0, 5.0, 10.0, 20.0)
 BM25_K1, BM25_B = 1.2, 0.75
 
 
@@ -167,7 +167,7 @@ def user_knn_top_n(
     out = np.full((len(rows), n), -1, dtype=np.int64)
     for s in range(0, len(rows), block_rows):
         e = s + block_rows
-        out[s:e] = recommend_top_n(aggregate(idx[s:e], sim[s:e], M), c[rows[s:e]], n)
+        out[s:e] = top_n_scores(aggregate(idx[s:e], sim[s:e], M), c[rows[s:e]], n)
     return out
 
 
@@ -238,9 +238,9 @@ def tune_user_knn(
     """Coarse-to-fine search of user-kNN on a validation hold-out (``train`` lacks the hidden cells).
 
     1. Every weighting x space x k, plain cosine (one neighbour pass per weighting at the largest k).
-    2. The best weighting: every shrink of ``shrinks`` x space x k (one pass per shrink).
+    2. The best (weighting, space): every shrink of ``shrinks`` x k (one pass per shrink).
     3. While the best k is the grid's largest and below ``max_k`` (and the user count), the grid is
-       doubled at its top and step 2's best (weighting, shrink) re-run over the new k.
+       doubled at its top and step 2's best (weighting, shrink, space) re-run over the new k.
 
     Returns the table of every evaluated setting (column ``stage``) and the chosen ``UserKNN``.
     """
@@ -283,7 +283,7 @@ def tune_user_knn(
             sim,
             W,
             ks,
-            spaces,
+            [str(best["space"])],
             {"stage": "shrink", "weighting": weighting, "shrink": float(shrink)},
             n,
         )
@@ -306,7 +306,7 @@ def tune_user_knn(
             sim,
             W,
             new,
-            spaces,
+            [str(best["space"])],
             {
                 "stage": "extend",
                 "weighting": str(best["weighting"]),
