@@ -217,3 +217,11 @@ def test_tune_and_edge_flags_on_tiny_grids():
     assert bl.edge_flags("x", t, {"k": 20}) == []
     with pytest.raises(ValueError, match="unknown model"):
         bl.build("nope", {})
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 50])
+def test_mirror_upper_in_blocks(step):
+    rng = np.random.default_rng(step)
+    A = rng.random((11, 11))
+    want = np.triu(A) + np.triu(A, 1).T
+    np.testing.assert_array_equal(ease.mirror_upper(A.copy(), step), want)

@@ -47,6 +47,18 @@ def coverage_of_pairs(items: np.ndarray, hidden_cols: np.ndarray) -> float:
     )
 
 
+def mirror_upper(P: np.ndarray, step: int = 2048) -> np.ndarray:
+    """Copy the upper triangle of square ``P`` onto its lower one, in place, ``step`` columns at a time."""
+    n = P.shape[0]
+    for j0 in range(0, n, step):
+        j1 = min(n, j0 + step)
+        blk = P[j0:j1, j0:j1]
+        iu = np.triu_indices(j1 - j0, 1)
+        blk.T[iu] = blk[iu]
+        P[j1:, j0:j1] = P[j0:j1, j1:].T
+    return P
+
+
 def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
     """The EASE item-item matrix (float32, zero diagonal) of the binary matrix ``X``."""
     G = (X.T @ X).toarray().astype(np.float64)
@@ -59,7 +71,7 @@ def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
     P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
     if info != 0:  # pragma: no cover - potrf succeeded, so potri does
         raise np.linalg.LinAlgError(f"EASE: inverse failed ({info})")
-    P = np.triu(P) + np.triu(P, 1).T  # potri fills the upper triangle only
+    mirror_upper(P)  # potri fills the upper triangle only
     d = np.diag(P).copy()
     P /= -d[None, :]
     P[np.diag_indices_from(P)] = 0.0

@@ -55,6 +55,7 @@ def item_similarities(
     transform: Callable[[sp.csr_matrix, np.ndarray], sp.csr_matrix] | None = None,
     *,
     block_items: int = 2048,
+    max_work: float = 3e7,
 ) -> sp.csr_matrix:
     """Top-``k`` rows of ``left @ right`` (items x items), a block of ``left``'s rows at a time.
 
@@ -63,8 +64,20 @@ def item_similarities(
     """
     parts = []
     n = left.shape[0]
-    for s in range(0, n, block_items):
-        items = np.arange(s, min(s + block_items, n))
+    # blocks of items whose product rows hold at most ``max_work`` multiply-adds together
+    work = np.asarray(abs(left) @ np.diff(sp.csr_matrix(right).indptr).astype(np.float64)).ravel()
+    bounds = [0]
+    acc = 0.0
+    for i, w in enumerate(work):
+        if i > bounds[-1] and (acc + w > max_work or i - bounds[-1] >= block_items):
+            bounds.append(i)
+            acc = 0.0
+        acc += w
+    bounds.append(n)
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        if e <= s:
+            continue
+        items = np.arange(s, e)
         P = (left[items] @ right).tocsr()
         if transform is not None:
             P = sp.csr_matrix(transform(P, items))

@@ -49,9 +49,16 @@ def rp3beta_similarities(
     pop = np.where(pop > 0, pop, 1.0)
     parts: dict[float, list] = {float(b): [] for b in betas}
     n = piu.shape[0]
-    block = 2048
-    for s in range(0, n, block):
-        items = np.arange(s, min(s + block, n))
+    work = np.asarray((piu > 0) @ np.diff(pui.indptr).astype(np.float64)).ravel()
+    bounds, acc = [0], 0.0
+    for i, w in enumerate(work):
+        if i > bounds[-1] and (acc + w > 3e7 or i - bounds[-1] >= 2048):
+            bounds.append(i)
+            acc = 0.0
+        acc += w
+    bounds.append(n)
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        items = np.arange(s, e)
         P = (piu[items] @ pui).tocoo()
         off = P.col != items[P.row]
         rows_, cols_, vals_ = P.row[off], P.col[off], P.data[off].astype(np.float64)

@@ -82,6 +82,7 @@ def top_n_blocks(
         np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows), t.shape[0]
     )
     out = np.full((len(rows), n), -1, dtype=np.int64)
+    block_rows = max(16, min(block_rows, int(5e7 // max(t.shape[1], 1))))  # dense blocks <= 200 MB
     for s in range(0, len(rows), block_rows):
         r = rows[s : s + block_rows]
         out[s : s + len(r)] = top_n_scores(score_block(r), t[r], n)

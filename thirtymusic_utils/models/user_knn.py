@@ -165,6 +165,7 @@ def user_knn_top_n(
     M = _space_matrix(c, weighted if weighted is not None else c, space)
     rows = _as_rows(rows, c.shape[0])
     out = np.full((len(rows), n), -1, dtype=np.int64)
+    block_rows = max(16, min(block_rows, int(5e7 // max(c.shape[1], 1))))  # dense blocks <= 200 MB
     for s in range(0, len(rows), block_rows):
         e = s + block_rows
         out[s:e] = top_n_scores(aggregate(idx[s:e], sim[s:e], M), c[rows[s:e]], n)
