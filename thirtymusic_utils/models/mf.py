@@ -13,6 +13,7 @@ the user's training artists (``filter_already_liked_items``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +73,9 @@ class IALS:
             random_state=self.seed,
             num_threads=self.num_threads,
         )
-        with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, a 1-thread BLAS
+        # implicit's advice, followed: its own threads, a 1-thread BLAS (its check still warns)
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "OpenBLAS is configured", RuntimeWarning)
             m.fit(_weighted(train, self.weighting), show_progress=False)
         return m
 
