@@ -225,3 +225,25 @@ def test_mirror_upper_in_blocks(step):
     A = rng.random((11, 11))
     want = np.triu(A) + np.triu(A, 1).T
     np.testing.assert_array_equal(ease.mirror_upper(A.copy(), step), want)
+
+
+def test_item_similarity_blocks_do_not_change_the_result():
+    c = _counts(19)
+    W = user_knn.weight_rows(c, "binary")
+    WT = sp.csr_matrix(W.T)
+    one = item_knn.item_similarities(WT, sp.csr_matrix(W), 4)
+    many = item_knn.item_similarities(WT, sp.csr_matrix(W), 4, max_work=1.0, block_items=3)
+    np.testing.assert_allclose(one.toarray(), many.toarray())
+
+
+def test_calibration_table_bands():
+    from thirtymusic_utils.data.synthetic import REAL_FACTS
+    from thirtymusic_utils.models.calibration import CALIBRATION_KEYS, calibration_table
+
+    measured = {
+        m: REAL_FACTS[k] * f
+        for (m, k), f in zip(CALIBRATION_KEYS.items(), [1, 1.29, 0.71, 1.31, 0.5], strict=True)
+    }
+    t = calibration_table(measured)
+    assert t["within ±30%"].tolist() == [True, True, True, False, False]
+    assert t["ratio"].iloc[1] == pytest.approx(1.29)
