@@ -294,7 +294,8 @@ def tune(
 
 def edge_flags(model: str, table: pd.DataFrame, chosen: Mapping[str, Any]) -> list[str]:
     """The parameters whose chosen value is the smallest or largest value tried (numeric ones with
-    at least three values tried), as ``"name = value (low edge)"`` / ``(high edge)``."""
+    at least three values tried; a smallest value of 0 is a natural bound, not an edge), as
+    ``"name = value (low edge)"`` / ``(high edge)``."""
     out = []
     for name, value in chosen.items():
         if name not in table.columns or name == "n_items":
@@ -304,7 +305,7 @@ def edge_flags(model: str, table: pd.DataFrame, chosen: Mapping[str, Any]) -> li
             continue
         if value == max(tried):
             out.append(f"{name} = {value} (high edge)")
-        elif value == min(tried):
+        elif value == min(tried) and value != 0:  # 0 (no shrinkage, no penalty) is a natural bound
             out.append(f"{name} = {value} (low edge)")
     return out
 
