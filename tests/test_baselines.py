@@ -247,3 +247,11 @@ def test_calibration_table_bands():
     t = calibration_table(measured)
     assert t["within ±30%"].tolist() == [True, True, True, False, False]
     assert t["ratio"].iloc[1] == pytest.approx(1.29)
+
+
+def test_extend_k_both_edges():
+    assert bl._extend_k((5, 10, 20), 5, 100) == (2, 5, 10, 20)
+    assert bl._extend_k((5, 10, 20), 20, 100) == (5, 10, 20, 40)
+    assert bl._extend_k((5, 10, 20), 10, 100) == (5, 10, 20)
+    assert bl._extend_k((1, 2), 1, 100) == (1, 2)
+    assert bl._extend_k((5, 10), 10, 10) == (5, 10)

@@ -57,25 +57,25 @@ _FULL: dict[str, dict[str, Sequence[Any]]] = {
     "item_knn": {
         "weighting": ("binary", "bm25"),
         "shrink": (0.0, 10.0, 50.0, 200.0),
-        "k": (20, 50, 100, 200, 500),
+        "k": (5, 10, 20, 50, 100, 200, 500),
     },
     "rp3beta": {
-        "alpha": (0.5, 0.75, 1.0),
+        "alpha": (0.25, 0.5, 0.75, 1.0),
         "beta": (0.0, 0.2, 0.4, 0.6),
-        "k": (50, 100, 200, 500),
+        "k": (10, 20, 50, 100, 200, 500),
     },
     "ease": {"lam": (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)},
     "ials": {
-        "factors": (32, 64, 128, 256),
-        "regularization": (0.01, 0.1, 1.0),
+        "factors": (16, 32, 64, 128, 256),
+        "regularization": (0.001, 0.01, 0.1, 1.0),
         "alpha": (1.0, 5.0, 20.0, 50.0),
         "iterations": (10, 20),
         "weighting": ("binary", "log1p"),
         "_budget": (12,),
     },
     "bpr": {
-        "factors": (32, 64, 128),
-        "learning_rate": (0.01, 0.05, 0.1),
+        "factors": (16, 32, 64, 128),
+        "learning_rate": (0.005, 0.01, 0.05, 0.1),
         "regularization": (0.001, 0.01, 0.1),
         "iterations": (50, 100, 200),
         "_budget": (8,),
@@ -174,8 +174,15 @@ def _pick(table: pd.DataFrame, n: int = 10) -> dict[str, Any]:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k not in metric}
 
 
-def _extend(values: Sequence[float], factor: float = 2.0) -> tuple:
-    return (*values, type(values[-1])(values[-1] * factor))
+def _extend_k(ks: Sequence[int], best: int, cap: int) -> tuple:
+    """``ks`` with one more value past the edge the best ``k`` sits on (halved below, doubled above,
+    within 1..cap); unchanged when the best is inside."""
+    ks = tuple(sorted(ks))
+    if best == ks[0] and ks[0] > 1:
+        return (max(1, ks[0] // 2), *ks)
+    if best == ks[-1] and ks[-1] < cap:
+        return (*ks, min(cap, 2 * ks[-1]))
+    return ks
 
 
 def tune(
@@ -231,9 +238,10 @@ def tune(
                         }
                     )
             best = _pick(pd.DataFrame(recs), n)
-            if best["k"] < ks[-1] or ks[-1] >= train.shape[1] - 1:
+            ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
+            if ks2 == ks:
                 break
-            ks = _extend(ks)
+            ks = ks2
     elif model == "rp3beta":
         ks = tuple(grid["k"])
         while True:
@@ -253,9 +261,10 @@ def tune(
                             }
                         )
             best = _pick(pd.DataFrame(recs), n)
-            if best["k"] < ks[-1] or ks[-1] >= train.shape[1] - 1:
+            ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
+            if ks2 == ks:
                 break
-            ks = _extend(ks)
+            ks = ks2
     elif model == "ease":
         lams = list(grid["lam"])
         n_items = ease_n_items(profile)
