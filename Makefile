@@ -16,8 +16,8 @@ SEED      ?= 0
 KERNEL    := thirtymusic
 PYTEST_ARGS ?=
 
-NOTEBOOKS := 01_user_artist_matrix 02_collaborative_filtering 04_embeddings 05_training 06_t_test \
-             08_conclusions intro 09_reproducibility
+NOTEBOOKS := 01_user_artist_matrix 02_collaborative_filtering 03_baselines 04_embeddings 05_training \
+             06_t_test 07_comparison 08_conclusions intro 09_reproducibility
 EXECUTED  := $(NOTEBOOKS:%=$(BUILD_DIR)/executed/%.ipynb)
 STAMP     := $(VENV)/.installed-stamp
 PKG_SRC   := $(shell find thirtymusic_utils -name "*.py")
@@ -74,10 +74,12 @@ $(BUILD_DIR)/executed/%.ipynb: notebooks/%.ipynb $(PKG_SRC) $(PARAMS) | $(STAMP)
 	  -p seed $(SEED) -p profile "$(PROFILE)"
 E := $(BUILD_DIR)/executed
 $(E)/02_collaborative_filtering.ipynb: $(E)/01_user_artist_matrix.ipynb
-$(E)/04_embeddings.ipynb: $(E)/02_collaborative_filtering.ipynb
+$(E)/03_baselines.ipynb: $(E)/02_collaborative_filtering.ipynb
+$(E)/04_embeddings.ipynb: $(E)/03_baselines.ipynb
 $(E)/05_training.ipynb: $(E)/04_embeddings.ipynb
 $(E)/06_t_test.ipynb: $(E)/05_training.ipynb
-$(E)/08_conclusions.ipynb: $(E)/06_t_test.ipynb
+$(E)/07_comparison.ipynb: $(E)/06_t_test.ipynb
+$(E)/08_conclusions.ipynb: $(E)/07_comparison.ipynb
 $(E)/intro.ipynb: $(E)/08_conclusions.ipynb
 $(E)/09_reproducibility.ipynb: $(E)/intro.ipynb
 

@@ -38,9 +38,11 @@ class TinyBook:
     order = [
         "01_user_artist_matrix",
         "02_collaborative_filtering",
+        "03_baselines",
         "04_embeddings",
         "05_training",
         "06_t_test",
+        "07_comparison",
         "08_conclusions",
         "intro",
         "09_reproducibility",

@@ -17,7 +17,15 @@ from thirtymusic_utils.evaluation import stats
 # ------------------------------------------------------------------------------------ fixtures
 
 
+FILE_MODELS = {
+    "outcomes_02.csv": ("popularity", "cf_seed", "cf_seed_as_written", "cf_weighted"),
+    "outcomes_03.csv": ("cf_tuned", "item_knn", "rp3beta", "ease", "ials", "bpr"),
+    "outcomes_05.csv": ("embedding_seed", "embedding_improved"),
+}
+
+
 def _write_outcomes(build_dir, n=40, seed=0, shuffle_04=False, drop_04=0):
+    """Outcome files as chapters 02, 03 and 05 write them; returns (outcomes_02, outcomes_05)."""
     rng = np.random.default_rng(seed)
     users = np.arange(n) + 100
     artists = rng.integers(1, 500, n)
@@ -25,33 +33,21 @@ def _write_outcomes(build_dir, n=40, seed=0, shuffle_04=False, drop_04=0):
     def ranks():
         return np.where(rng.random(n) < 0.3, rng.integers(1, 11, n), 0)
 
-    o2 = pd.DataFrame(
-        {
-            "user_id": users,
-            "artist_id": artists,
-            "rank_popularity": ranks(),
-            "rank_cf_seed": ranks(),
-            "rank_cf_seed_as_written": ranks(),
-            "rank_cf_weighted": ranks(),
-            "rank_cf_tuned": ranks(),
-        }
-    )
-    o4 = pd.DataFrame(
-        {
-            "user_id": users,
-            "artist_id": artists,
-            "rank_embedding_seed": ranks(),
-            "rank_embedding_improved": ranks(),
-        }
-    )
+    frames = {}
+    for name, models in FILE_MODELS.items():
+        frames[name] = pd.DataFrame(
+            {"user_id": users, "artist_id": artists, **{f"rank_{m}": ranks() for m in models}}
+        )
+    o4 = frames["outcomes_05.csv"]
     if shuffle_04:
         o4 = o4.iloc[::-1].reset_index(drop=True)
     if drop_04:
         o4 = o4.iloc[drop_04:].reset_index(drop=True)
+    frames["outcomes_05.csv"] = o4
     art = artifacts_dir(build_dir)
-    o2.to_csv(art / "outcomes_02.csv", index=False)
-    o4.to_csv(art / "outcomes_04.csv", index=False)
-    return o2, o4
+    for name, f in frames.items():
+        f.to_csv(art / name, index=False)
+    return frames["outcomes_02.csv"], o4
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -62,7 +58,8 @@ def test_load_outcomes_joins_matching_pairs(tmp_path):
     out = stats.load_outcomes(tmp_path)
     assert list(out["user_id"]) == list(o2["user_id"])
     assert list(out["rank_embedding_improved"]) == list(o4["rank_embedding_improved"])
-    assert list(out["rank_cf_tuned"]) == list(o2["rank_cf_tuned"])
+    assert list(out["rank_cf_seed"]) == list(o2["rank_cf_seed"])
+    assert "rank_ease" in out.columns
     ranks = stats.model_ranks(out)
     assert set(ranks) == set(stats.MODEL_LABELS)
     assert set(stats.model_ranks(out, stats.BOOK_MODELS)) == set(stats.BOOK_MODELS)
@@ -76,23 +73,35 @@ def test_load_outcomes_rejects_mismatched_pairs(tmp_path):
 
 def test_load_outcomes_rejects_different_lengths(tmp_path):
     _write_outcomes(tmp_path, drop_04=3)
-    with pytest.raises(ValueError, match="40 pairs but outcomes_04.csv has 37"):
+    with pytest.raises(ValueError, match="40 pairs but outcomes_05.csv has 37"):
         stats.load_outcomes(tmp_path)
 
 
 def test_load_outcomes_missing_file_and_bad_ranks(tmp_path):
-    with pytest.raises(FileNotFoundError, match="outcomes_02.csv"):
+    with pytest.raises(FileNotFoundError, match=r"outcomes_\*\.csv"):
         stats.load_outcomes(tmp_path)
     o2, _ = _write_outcomes(tmp_path)
     o2.loc[3, "rank_cf_seed"] = 11
     o2.to_csv(tmp_path / "artifacts" / "outcomes_02.csv", index=False)
     with pytest.raises(ValueError, match="rank_cf_seed must hold 0"):
         stats.load_outcomes(tmp_path)
-    o2.drop(columns=["rank_cf_seed"]).to_csv(
-        tmp_path / "artifacts" / "outcomes_02.csv", index=False
-    )
-    with pytest.raises(ValueError, match="missing columns"):
+    o2.loc[3, "rank_cf_seed"] = 1
+    o2.assign(rank_mystery=0).to_csv(tmp_path / "artifacts" / "outcomes_02.csv", index=False)
+    with pytest.raises(ValueError, match="rank_mystery is not a model of the registry"):
         stats.load_outcomes(tmp_path)
+    o2.to_csv(tmp_path / "artifacts" / "outcomes_02.csv", index=False)
+    o2[["user_id", "artist_id", "rank_cf_seed"]].to_csv(
+        tmp_path / "artifacts" / "outcomes_09.csv", index=False
+    )
+    with pytest.raises(ValueError, match="rank_cf_seed is defined by both"):
+        stats.load_outcomes(tmp_path)
+    (tmp_path / "artifacts" / "outcomes_09.csv").unlink()
+    # a copy of a model in a file that does not own it is ignored, with a warning
+    o2.assign(rank_cf_tuned=0).to_csv(tmp_path / "artifacts" / "outcomes_02.csv", index=False)
+    with pytest.warns(UserWarning, match="outcomes_03.csv defines it"):
+        out = stats.load_outcomes(tmp_path)
+    o3 = pd.read_csv(tmp_path / "artifacts" / "outcomes_03.csv")
+    assert list(out["rank_cf_tuned"]) == list(o3["rank_cf_tuned"])
 
 
 def test_optional_model_may_be_absent(tmp_path):
@@ -328,7 +337,9 @@ def _ranks(seed=0, n=120):
     rng = np.random.default_rng(seed)
     return {
         m: np.where(rng.random(n) < q, rng.integers(1, 11, n), 0)
-        for m, q in zip(stats.BOOK_MODELS, [0.05, 0.1, 0.15, 0.2, 0.1, 0.3], strict=True)
+        for m, q in zip(
+            stats.BOOK_MODELS, np.linspace(0.05, 0.3, len(stats.BOOK_MODELS)), strict=True
+        )
     }
 
 
@@ -336,20 +347,21 @@ def test_model_summary_and_pairwise():
     ranks = _ranks()
     summary, reps = stats.model_summary(ranks, n_resamples=400, seed=0)
     assert list(summary["model"]) == list(stats.BOOK_MODELS)
-    assert reps.shape == (400, 6) and list(reps.columns) == list(stats.BOOK_MODELS)
+    assert reps.shape == (400, len(stats.BOOK_MODELS))
+    assert list(reps.columns) == list(stats.BOOK_MODELS)
     for _, row in summary.iterrows():
         assert row.ci_low <= row.hr_at_10 <= row.ci_high
         assert row.wilson_low <= row.hr_at_10 <= row.wilson_high
         assert row.hr_at_10 == pytest.approx((ranks[row.model] > 0).mean())
-    table = stats.pairwise_comparisons(ranks, reps)
-    assert len(table) == 15
-    # replicates drawn inside with the same seed give the same intervals
+    table = stats.pairwise_comparisons(ranks, reps, n_resamples=400)
+    m = len(stats.BOOK_MODELS)
+    assert len(table) == m * (m - 1) // 2
+    np.testing.assert_allclose(table["ci_level"], 1 - 0.05 / len(table))
+    # the same seed gives the same intervals
     pd.testing.assert_frame_equal(table, stats.pairwise_comparisons(ranks, n_resamples=400, seed=0))
-    # extra replicate columns are ignored; a missing one is an error
     sub = {m: ranks[m] for m in ["cf_seed", "popularity"]}
-    assert len(stats.pairwise_comparisons(sub, reps)) == 1
-    with pytest.raises(KeyError):
-        stats.pairwise_comparisons({"x": ranks["cf_seed"], "y": ranks["popularity"]}, reps)
+    one = stats.pairwise_comparisons(sub, n_resamples=400, adjust_intervals=False)
+    assert len(one) == 1 and one["ci_level"].iloc[0] == 0.95
     np.testing.assert_allclose(table["mcnemar_p_holm"], stats.holm(table["mcnemar_p"]))
     row = stats.find_pair(table, "embedding_improved", "popularity")
     direct = stats.mcnemar_exact(ranks["embedding_improved"] > 0, ranks["popularity"] > 0)
@@ -475,3 +487,80 @@ def test_pair_and_model_records():
     mrec = stats.model_record(summary)
     assert len(mrec) == 4 * len(stats.BOOK_MODELS)
     assert mrec["hr_ci_low_popularity"] == summary.set_index("model").loc["popularity", "ci_low"]
+
+
+# ------------------------------------------------------------- library versions against the hand ones
+
+
+def _holm_by_hand(p):
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=12))
+def test_holm_statsmodels_matches_hand(p):
+    np.testing.assert_allclose(stats.holm(p), _holm_by_hand(p), atol=1e-12)
+
+
+def _wilson_by_hand(k, n, level=0.95):
+    z = float(sps.norm.ppf((1 + level) / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("k,n", [(0, 5), (3, 10), (40, 3600), (17, 17)])
+def test_wilson_statsmodels_matches_hand(k, n):
+    lo, hi = stats.wilson_interval(k, n)
+    hlo, hhi = _wilson_by_hand(k, n)
+    assert lo == pytest.approx(max(0.0, hlo), abs=1e-12)
+    assert hi == pytest.approx(min(1.0, hhi), abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
+def test_mcnemar_statsmodels_matches_binomtest(pairs):
+    a = np.array([x for x, _ in pairs])
+    b = np.array([y for _, y in pairs])
+    n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
+    hand = 1.0 if n10 + n01 == 0 else sps.binomtest(n10, n10 + n01, 0.5).pvalue
+    assert stats.mcnemar_exact(a, b).pvalue == pytest.approx(hand, rel=1e-9, abs=1e-12)
+
+
+def test_scipy_bootstrap_matches_hand_bootstrap():
+    rng = np.random.default_rng(4)
+    a, b = rng.random(800) < 0.3, rng.random(800) < 0.2
+    _, lo, hi = stats.paired_bootstrap_ci(a, b, n_resamples=4000, seed=1)
+    reps = stats.bootstrap_means(a.astype(float) - b, n_resamples=4000, seed=2)
+    hlo, hhi = stats.percentile_ci(reps)
+    assert lo == pytest.approx(hlo, abs=0.01) and hi == pytest.approx(hhi, abs=0.01)
+    cis = stats.paired_difference_cis({"a": a, "b": b}, [("a", "b")], n_resamples=4000, seed=1)
+    assert cis[0, 0] == pytest.approx(hlo, abs=0.01) and cis[0, 1] == pytest.approx(hhi, abs=0.01)
+
+
+def test_strongest_baseline_by_validation():
+    res = {
+        "03_baselines": {
+            "val_hr_at_10_cf_tuned": 0.2,
+            "val_hr_at_10_ease": 0.25,
+            "val_hr_at_10_ials": 0.25,
+            "hr_at_10_ials": 0.9,  # a test figure never decides
+        }
+    }
+    best, table = stats.strongest_baseline(res)
+    assert best == "ease" and set(table["model"]) == {"cf_tuned", "ease", "ials"}
+    with pytest.raises(ValueError, match="no validation HR@10"):
+        stats.strongest_baseline({})
+
+
+def test_registry_covers_every_model():
+    assert set(stats.BOOK_MODELS) <= set(stats.MODEL_LABELS) == set(stats.RESULT_KEYS)
+    assert set(stats.VALIDATION_KEYS) <= set(stats.BASELINE_MODELS)

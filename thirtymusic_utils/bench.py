@@ -118,6 +118,10 @@ STAGES["ours_10k"] = _delegate("bench_stages", "bench_ours_10k", "seed")
 STAGES["sample_full"] = _delegate("bench_stages", "bench_sample_full", "seed")
 STAGES["train_epoch_full"] = _delegate("bench_stages", "bench_train_epoch_full", "seed")
 
+# ---- baselines of chapter 03 (helper B): one fit-and-score stage per model
+for _model in ("popularity", "cf_tuned", "item_knn", "rp3beta", "ease", "ials", "bpr"):
+    STAGES[f"baseline_{_model}"] = _delegate("bench_stages", "bench_baseline", "seed", _model)
+
 
 def run_stage(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one stage in this process and return its figures with peak RSS."""

@@ -225,3 +225,45 @@ def bench_train_epoch_full(
         "epoch_seconds_estimate": n_total / sps if sps == sps and sps > 0 else float("nan"),
         "device": result.device,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# baselines of chapter 03 (helper B's block): fit on the study's training matrix, score every test user
+
+#: the settings the bench fits (typical of what chapter 03's validation search chooses)
+BASELINE_BENCH_SETTINGS: dict[str, dict] = {
+    "popularity": {},
+    "cf_tuned": {"k": 500, "weighting": "bm25", "shrink": 10.0, "space": "weighted"},
+    "item_knn": {"k": 200, "shrink": 50.0, "weighting": "binary"},
+    "rp3beta": {"alpha": 0.75, "beta": 0.4, "k": 200},
+    "ease": {"lam": 250.0},
+    "ials": {
+        "factors": 128,
+        "regularization": 0.1,
+        "alpha": 20.0,
+        "iterations": 20,
+        "weighting": "log1p",
+    },
+    "bpr": {"factors": 128, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
+}
+
+
+def bench_baseline(counts: sp.csr_matrix, seed: int = 0, model: str = "popularity") -> dict:
+    """One chapter-03 baseline: fit on the training matrix of the study's split and recommend a top
+    10 to every test user (seconds of fit + score, peak RSS, HR@10)."""
+    from .models.baselines import build, ease_n_items
+
+    split = holdout_split(counts, seed)
+    params = dict(BASELINE_BENCH_SETTINGS[model])
+    t0 = time.perf_counter()
+    top = build(model, params, "full", seed).top_n(split.train, split.test_rows, 10)
+    seconds = time.perf_counter() - t0
+    out = {
+        "seconds": seconds,
+        "n_test_users": split.n_test,
+        "hr_at_10": hr_at_k(hit_ranks(top, split.hidden_cols), 10),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if model == "ease":
+        out["ease_n_items"] = ease_n_items("full")
+    return out

@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 from tqdm import tqdm
 
 from ..book.paths import build_path
@@ -42,6 +45,11 @@ MODEL_LABELS: dict[str, str] = {
     "cf_seed_as_written": "User-kNN CF, as the study wrote it",
     "cf_weighted": "User-kNN CF, similarity-weighted",
     "cf_tuned": "User-kNN CF, tuned",
+    "item_knn": "Item-kNN",
+    "rp3beta": "RP3beta",
+    "ease": "EASE",
+    "ials": "iALS",
+    "bpr": "BPR",
     "embedding_seed": "Two-tower, the study's setup",
     "embedding_improved": "Two-tower, improved",
 }
@@ -52,8 +60,24 @@ BOOK_MODELS: tuple[str, ...] = (
     "cf_seed",
     "cf_weighted",
     "cf_tuned",
+    "item_knn",
+    "rp3beta",
+    "ease",
+    "ials",
+    "bpr",
     "embedding_seed",
     "embedding_improved",
+)
+
+#: The baselines among which chapter 07 names the strongest (by validation HR@10).
+BASELINE_MODELS: tuple[str, ...] = (
+    "popularity",
+    "cf_tuned",
+    "item_knn",
+    "rp3beta",
+    "ease",
+    "ials",
+    "bpr",
 )
 
 #: Where each model's HR@10 is reported: (notebook, results key).
@@ -62,20 +86,30 @@ RESULT_KEYS: dict[str, tuple[str, str]] = {
     "cf_seed": ("02_collaborative_filtering", "hr_at_10_seed"),
     "cf_seed_as_written": ("02_collaborative_filtering", "hr_at_10_seed_as_written"),
     "cf_weighted": ("02_collaborative_filtering", "hr_at_10_weighted"),
-    "cf_tuned": ("02_collaborative_filtering", "hr_at_10_tuned"),
-    "embedding_seed": ("05_training", "hr_at_10_embedding_seed"),
+    "cf_tuned": ("03_baselines", "hr_at_10_tuned"),
+    "item_knn": ("03_baselines", "test_hr_at_10_item_knn"),
+    "rp3beta": ("03_baselines", "test_hr_at_10_rp3beta"),
+    "ease": ("03_baselines", "test_hr_at_10_ease"),
+    "ials": ("03_baselines", "test_hr_at_10_ials"),
+    "bpr": ("03_baselines", "test_hr_at_10_bpr"),
+    "embedding_seed": ("04_embeddings", "hr_at_10_embedding_seed"),
     "embedding_improved": ("05_training", "hr_at_10_embedding"),
 }
 
-OUTCOME_FILES: dict[str, tuple[str, ...]] = {
-    "outcomes_02.csv": (
-        "popularity",
-        "cf_seed",
-        "cf_seed_as_written",
-        "cf_weighted",
-        "cf_tuned",
-    ),
-    "outcomes_04.csv": ("embedding_seed", "embedding_improved"),
+#: Where each model's VALIDATION HR@10 is reported (the rule that names the strongest baseline).
+VALIDATION_KEYS: dict[str, tuple[str, str]] = {
+    "cf_tuned": ("03_baselines", "val_hr_at_10_cf_tuned"),
+    "item_knn": ("03_baselines", "val_hr_at_10_item_knn"),
+    "rp3beta": ("03_baselines", "val_hr_at_10_rp3beta"),
+    "ease": ("03_baselines", "val_hr_at_10_ease"),
+    "ials": ("03_baselines", "val_hr_at_10_ials"),
+    "bpr": ("03_baselines", "val_hr_at_10_bpr"),
+}
+
+OUTCOME_PATTERN = "outcomes_*.csv"
+#: The file that defines a model's outcomes where an older chapter may still write a copy.
+OUTCOME_OWNERS: dict[str, str] = {
+    m: "outcomes_03.csv" for m in ("cf_tuned", "item_knn", "rp3beta", "ease", "ials", "bpr")
 }
 OPTIONAL_MODELS = frozenset({"cf_seed_as_written"})
 TOP_K = 10
@@ -109,36 +143,89 @@ def _read_outcome_file(path: os.PathLike, models: Sequence[str]) -> pd.DataFrame
 
 
 def load_outcomes(build_dir: str | os.PathLike | None) -> pd.DataFrame:
-    """Per-pair ranks of every model: ``outcomes_02.csv`` and ``outcomes_04.csv`` joined.
+    """Per-pair ranks of every model: every ``BUILD_DIR/artifacts/outcomes_*.csv`` joined.
 
-    Both files must list the same (user_id, artist_id) pairs in the same order; a clear error names
-    the first row where they differ. Returns ``user_id, artist_id, rank_<model>...`` (int64).
+    All files must list the same (user_id, artist_id) pairs in the same order (a clear error names
+    the file and the first row where they differ) and no model may appear in two files. Returns
+    ``user_id, artist_id, rank_<model>...`` (int64), files in name order.
     """
     art = build_path(build_dir) / "artifacts"
-    parts = [_read_outcome_file(art / name, models) for name, models in OUTCOME_FILES.items()]
-    first, second = parts
-    if len(first) != len(second):
-        raise ValueError(
-            f"outcomes_02.csv has {len(first)} pairs but outcomes_04.csv has {len(second)}: "
-            "both chapters must score the same test pairs (re-run 02 and 04 on the same build)"
+    paths = sorted(art.glob(OUTCOME_PATTERN))
+    if not paths:
+        raise FileNotFoundError(
+            f"no {OUTCOME_PATTERN} in {art}: execute the chapters that write them first "
+            "(make book runs them in order)"
         )
+    parts = [_read_outcome_file(p, ()) for p in paths]
+    first = parts[0]
     if len(first) == 0:
-        raise ValueError(f"{art / 'outcomes_02.csv'} holds no test pairs")
+        raise ValueError(f"{paths[0]} holds no test pairs")
     a = first[["user_id", "artist_id"]].to_numpy()
-    b = second[["user_id", "artist_id"]].to_numpy()
-    differ = np.flatnonzero((a != b).any(axis=1))
-    if differ.size:
-        i = int(differ[0])
-        raise ValueError(
-            f"outcomes_02.csv and outcomes_04.csv list different test pairs ({differ.size} rows "
-            f"differ); first at row {i}: (user_id, artist_id) = {tuple(a[i])} vs {tuple(b[i])}. "
-            "Both chapters must score the same pairs in the same order."
-        )
-    ranks = [p.drop(columns=["user_id", "artist_id"]).reset_index(drop=True) for p in parts]
-    dup = set(ranks[0].columns) & set(ranks[1].columns)
-    if dup:
-        raise ValueError(f"both outcomes files define {sorted(dup)}")
+    seen: dict[str, str] = {}
+    ranks = []
+    for path, part in zip(paths, parts, strict=True):
+        if len(part) != len(first):
+            raise ValueError(
+                f"{paths[0].name} has {len(first)} pairs but {path.name} has {len(part)}: every "
+                "chapter must score chapter 02's test pairs (re-run them on the same build)"
+            )
+        b = part[["user_id", "artist_id"]].to_numpy()
+        differ = np.flatnonzero((a != b).any(axis=1))
+        if differ.size:
+            i = int(differ[0])
+            raise ValueError(
+                f"{paths[0].name} and {path.name} list different test pairs ({differ.size} rows "
+                f"differ); first at row {i}: (user_id, artist_id) = {tuple(a[i])} vs {tuple(b[i])}. "
+                "Every chapter must score the same pairs in the same order."
+            )
+        r = part.drop(columns=["user_id", "artist_id"]).reset_index(drop=True)
+        for col in r.columns:
+            if col.removeprefix("rank_") not in MODEL_LABELS:
+                raise ValueError(
+                    f"{path}: column {col} is not a model of the registry (MODEL_LABELS, "
+                    f"RESULT_KEYS in evaluation/stats.py): add it there first"
+                )
+            if col in seen:
+                owner = OUTCOME_OWNERS.get(col.removeprefix("rank_"))
+                if owner in (seen[col], path.name):
+                    other = path.name if owner == seen[col] else seen[col]
+                    warnings.warn(
+                        f"{other} also has {col}; {owner} defines it, the other copy is ignored",
+                        stacklevel=2,
+                    )
+                    if owner == path.name:  # drop the earlier copy
+                        for earlier in ranks:
+                            earlier.drop(columns=[col], errors="ignore", inplace=True)
+                        seen[col] = path.name
+                    else:
+                        r = r.drop(columns=[col])
+                    continue
+                raise ValueError(f"{col} is defined by both {seen[col]} and {path.name}")
+            seen[col] = path.name
+        ranks.append(r)
     return pd.concat([first[["user_id", "artist_id"]].reset_index(drop=True), *ranks], axis=1)
+
+
+def strongest_baseline(
+    results: Mapping[str, Mapping[str, Any]], candidates: Sequence[str] | None = None
+) -> tuple[str, pd.DataFrame]:
+    """The baseline with the best VALIDATION HR@10 (ties: the first in ``BASELINE_MODELS``).
+
+    The rule is fixed before any test figure is looked at; returns the name and the table of
+    validation scores it used.
+    """
+    names = list(candidates) if candidates is not None else list(VALIDATION_KEYS)
+    rows = []
+    for m in names:
+        notebook, key = VALIDATION_KEYS[m]
+        v = results.get(notebook, {}).get(key)
+        if v is not None:
+            rows.append({"model": m, "label": MODEL_LABELS[m], "val_hr_at_10": float(v)})
+    if not rows:
+        raise ValueError("no validation HR@10 of any baseline in the results (run chapter 03)")
+    table = pd.DataFrame(rows)
+    best = table.iloc[int(np.argmax(table["val_hr_at_10"].to_numpy()))]["model"]
+    return str(best), table
 
 
 def model_ranks(
@@ -296,7 +383,8 @@ class McNemarResult:
 
 
 def mcnemar_exact(hits_a: np.ndarray, hits_b: np.ndarray) -> McNemarResult:
-    """Exact McNemar test: a two-sided binomial test (p = 1/2) on the discordant pairs."""
+    """Exact McNemar test (``statsmodels``): a two-sided binomial test (p = 1/2) on the discordant
+    pairs."""
     a = np.asarray(hits_a, dtype=bool)
     b = np.asarray(hits_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
@@ -308,7 +396,9 @@ def mcnemar_exact(hits_a: np.ndarray, hits_b: np.ndarray) -> McNemarResult:
     n10 = int(np.count_nonzero(a & ~b))
     n01 = int(np.count_nonzero(~a & b))
     d = n10 + n01
-    p = 1.0 if d == 0 else float(sps.binomtest(n10, d, 0.5).pvalue)
+    # statsmodels' exact McNemar: a two-sided binomial test (p = 1/2) on the discordant cells
+    table = [[int(np.count_nonzero(a & b)), n10], [n01, int(np.count_nonzero(~a & ~b))]]
+    p = 1.0 if d == 0 else min(1.0, float(_sm_mcnemar(table, exact=True).pvalue))
     if n01 > 0:
         odds = n10 / n01
     else:
@@ -409,46 +499,51 @@ def paired_bootstrap_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Paired bootstrap percentile CI of mean(a) - mean(b): returns (estimate, low, high)."""
+    """Paired bootstrap percentile CI of mean(a) - mean(b) (``scipy.stats.bootstrap`` on the paired
+    differences, users resampled): returns (estimate, low, high)."""
     a = np.asarray(x_a, dtype=float)
     b = np.asarray(x_b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"expected two 1-D vectors of equal length, got {a.shape} and {b.shape}")
-    reps = bootstrap_means(a - b, n_resamples=n_resamples, seed=seed)
-    lo, hi = percentile_ci(reps, level)
-    return float(a.mean() - b.mean()), lo, hi
+    d = a - b
+    est = float(a.mean() - b.mean())
+    if np.all(d == d[0]):
+        return est, float(d[0]), float(d[0])
+    res = sps.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    return est, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``k / n``."""
+    """Wilson score interval of a binomial proportion ``k / n`` (``statsmodels.proportion_confint``)."""
     if n <= 0 or not 0 <= k <= n:
         raise ValueError(f"expected 0 <= k <= n and n > 0, got k={k}, n={n}")
-    z = float(sps.norm.ppf((1 + level) / 2))
+    lo, hi = proportion_confint(k, n, alpha=1 - level, method="wilson")
     p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     # clamp against rounding: the interval always holds k / n and stays inside [0, 1]
-    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
+    return min(p, max(0.0, float(lo))), max(p, min(1.0, float(hi)))
 
 
 # ---------------------------------------------------------------------------- multiple testing
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (same order as given), capped at 1."""
+    """Holm's step-down adjusted p-values (same order as given), capped at 1 (``statsmodels``)."""
     p = np.asarray(pvalues, dtype=float)
     if p.ndim != 1:
         raise ValueError(f"expected a 1-D list of p-values, got shape {p.shape}")
     if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
         raise ValueError(f"p-values must lie in [0, 1], got {p}")
-    m = p.size
-    order = np.argsort(p, kind="stable")
-    scaled = (m - np.arange(m)) * p[order]
-    adjusted_sorted = np.minimum(1.0, np.maximum.accumulate(scaled))
-    out = np.empty(m)
-    out[order] = adjusted_sorted
-    return out
+    if p.size == 0:
+        return p
+    return multipletests(p, method="holm")[1]
 
 
 # -------------------------------------------------------------------------------- model tables
@@ -465,11 +560,26 @@ def model_summary(
 
     Returns the table (one row per model) and the bootstrap replicates of HR@10 (n_resamples rows,
     one column per model, the same resampled users for every model, so column differences are
-    paired replicates).
+    paired replicates), drawn by ``scipy.stats.bootstrap``. ``progress`` is ignored.
     """
     names = list(ranks)
     h = np.column_stack([hits(ranks[m]) for m in names])
-    reps = bootstrap_means(h, n_resamples=n_resamples, seed=seed, progress=progress)
+    H = h.T.astype(np.float64)  # models x users; scipy resamples the users jointly (paired)
+    if np.all(H == H[:, :1]):
+        reps = np.tile(H[:, 0], (n_resamples, 1))
+    else:
+        res = sps.bootstrap(
+            (H,),
+            lambda x, axis=-1: x.mean(axis=axis),
+            axis=-1,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+            vectorized=True,
+            batch=max(1, int(2e8 // max(H.size, 1))),
+        )
+        reps = np.asarray(res.bootstrap_distribution).T
     rows = []
     for j, m in enumerate(names):
         k, n = int(h[:, j].sum()), h.shape[0]
@@ -492,6 +602,46 @@ def model_summary(
     return pd.DataFrame(rows), pd.DataFrame(reps, columns=names)
 
 
+def paired_difference_cis(
+    ranks: Mapping[str, np.ndarray],
+    pairs: Sequence[tuple[str, str]],
+    level: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Percentile bootstrap intervals of HR@10(a) - HR@10(b) for each pair, ``(len(pairs), 2)``.
+
+    One ``scipy.stats.bootstrap`` run resamples the users jointly for every model (paired).
+    """
+    names = list(ranks)
+    col = {m: j for j, m in enumerate(names)}
+    H = np.vstack([hits(ranks[m]).astype(np.float64) for m in names])  # models x users
+    ia = np.array([col[a] for a, _ in pairs])
+    ib = np.array([col[b] for _, b in pairs])
+
+    def diff(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        mu = x.mean(axis=axis)  # (models, ...) with the users axis last
+        return mu[ia] - mu[ib]
+
+    d = diff(H)
+    if np.all(H == H[:, :1]):  # nothing varies: every resample gives the same differences
+        return np.column_stack([d, d])
+    res = sps.bootstrap(
+        (H,),
+        diff,
+        axis=-1,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+        batch=max(1, int(2e8 // max(H.size, 1))),
+    )
+    lo = np.where(np.isnan(res.confidence_interval.low), d, res.confidence_interval.low)
+    hi = np.where(np.isnan(res.confidence_interval.high), d, res.confidence_interval.high)
+    return np.column_stack([lo, hi])
+
+
 def pairwise_comparisons(
     ranks: Mapping[str, np.ndarray],
     replicates: pd.DataFrame | None = None,
@@ -499,37 +649,34 @@ def pairwise_comparisons(
     level: float = 0.95,
     alpha: float = 0.05,
     seed: int = 0,
+    adjust_intervals: bool = True,
 ) -> pd.DataFrame:
     """All pairs of models: McNemar and Wilcoxon p-values (raw and Holm), CI and effect sizes.
 
     Each row compares ``model_a`` with ``model_b`` (differences are a - b, pairs in the order
-    of ``ranks``). ``replicates`` are paired bootstrap HR@10 replicates with a column per model
-    (as returned by :func:`model_summary`; extra columns are ignored); drawn here when not given.
+    of ``ranks``). Intervals are paired percentile bootstrap intervals (``paired_difference_cis``);
+    with ``adjust_intervals`` they are at the Bonferroni level ``1 - (1 - level) / m`` for m pairs,
+    which contains what Holm's step-down would give each pair (column ``ci_level``). ``replicates``
+    is accepted for compatibility and ignored.
     """
     names = list(ranks)
     if len(names) < 2:
         raise ValueError("need at least two models to compare")
-    if replicates is None:
-        h = np.column_stack([hits(ranks[m]) for m in names])
-        reps = bootstrap_means(h, n_resamples=n_resamples, seed=seed)
-    else:
-        missing = [m for m in names if m not in replicates.columns]
-        if missing:
-            raise KeyError(f"replicates have no column for {missing}")
-        reps = replicates[names].to_numpy()
+    pairs = [(names[i], names[j]) for i, j in combinations(range(len(names)), 2)]
+    ci_level = 1 - (1 - level) / len(pairs) if adjust_intervals else level
+    cis = paired_difference_cis(ranks, pairs, ci_level, n_resamples, seed)
     rows = []
-    for i, j in combinations(range(len(names)), 2):
-        a, b = names[i], names[j]
+    for (a, b), (lo, hi) in zip(pairs, cis, strict=True):
         mc = mcnemar_exact(hits(ranks[a]), hits(ranks[b]))
         wx = wilcoxon_paired(reciprocal_ranks(ranks[a]), reciprocal_ranks(ranks[b]))
-        lo, hi = percentile_ci(reps[:, i] - reps[:, j], level)
         rows.append(
             {
                 "model_a": a,
                 "model_b": b,
                 "hr_diff": mc.hr_diff,
-                "ci_low": lo,
-                "ci_high": hi,
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+                "ci_level": ci_level,
                 "n_a_only": mc.n_a_only,
                 "n_b_only": mc.n_b_only,
                 "odds_ratio": mc.odds_ratio,

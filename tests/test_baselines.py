@@ -1,0 +1,257 @@
+"""The chapter-03 baselines against brute-force dense references on small matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thirtymusic_utils.models import baselines as bl
+from thirtymusic_utils.models import ease, item_knn, mf, rp3beta, user_knn
+from thirtymusic_utils.models.scoring import top_n_dense
+
+
+def _counts(
+    seed: int, n_users: int = 30, n_items: int = 25, density: float = 0.25
+) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = np.where(
+        rng.random((n_users, n_items)) < density, rng.integers(1, 6, (n_users, n_items)), 0
+    )
+    dense[0, :] = 0  # an empty user
+    dense[:, 3] = 0  # an artist nobody played
+    return sp.csr_matrix(dense.astype(np.int64))
+
+
+def _top_k_dense(row: np.ndarray, k: int) -> list[int]:
+    """Columns of the k largest positive values, ties by lower column."""
+    cols = [j for j in np.lexsort((np.arange(len(row)), -row)) if row[j] > 0]
+    return cols[:k]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(1, 8),
+    shrink=st.sampled_from([0.0, 3.0]),
+    weighting=st.sampled_from(user_knn.WEIGHTINGS),
+)
+def test_user_neighbours_match_brute_force(seed, k, shrink, weighting):
+    c = _counts(seed)
+    W = user_knn.weight_rows(c, weighting)
+    D = W.toarray().astype(np.float64)
+    norms = np.linalg.norm(D, axis=1)
+    B = (c.toarray() > 0).astype(float)
+    rows = np.arange(c.shape[0])
+    idx, sim = user_knn.neighbours(W, rows, k, shrink=shrink, block_rows=7)
+    for u in rows:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.where(norms * norms[u] > 0, D @ D[u] / (norms * norms[u]), 0.0)
+        if shrink:
+            co = B @ B[u]
+            cos = cos * co / (co + shrink)
+        cos[u] = 0.0
+        want = _top_k_dense(np.round(cos, 5), k)
+        got = [int(i) for i in idx[u] if i >= 0]
+        assert len(got) == len(want)
+        np.testing.assert_allclose(sim[u, : len(got)], cos[got], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.sort(cos[got]), np.sort(cos[want]), rtol=1e-4, atol=1e-6)
+
+
+def test_weightings_by_hand():
+    c = sp.csr_matrix(np.array([[3, 0, 1], [1, 2, 0], [0, 0, 4]], dtype=np.int64))
+    n, df = 3, np.array([2, 1, 2])
+    idf = np.log(n) - np.log1p(df)
+    tfidf = user_knn.weight_rows(c, "tfidf").toarray()
+    np.testing.assert_allclose(
+        tfidf, np.maximum(np.sqrt(c.toarray()) * idf, 0) * (c.toarray() > 0), rtol=1e-6
+    )
+    d = c.toarray().astype(float)
+    length = (1 - 0.75) + 0.75 * d.sum(1) / d.sum(1).mean()
+    bm25 = d * 2.2 / (1.2 * length[:, None] + d) * idf
+    np.testing.assert_allclose(
+        user_knn.weight_rows(c, "bm25").toarray(), np.maximum(bm25, 0), rtol=1e-5
+    )
+    assert (user_knn.weight_rows(c, "binary").toarray() == (d > 0)).all()
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        user_knn.weight_rows(c, "nope")
+
+
+@pytest.mark.parametrize("space", user_knn.SPACES)
+def test_user_knn_top_n_matches_dense(space):
+    c = _counts(3)
+    W = user_knn.weight_rows(c, "log1p")
+    rows = np.arange(c.shape[0])
+    idx, sim = user_knn.neighbours(W, rows, 5)
+    top = user_knn.user_knn_top_n(c, rows, idx, sim, space, W, 4, block_rows=6)
+    M = {"counts": c.toarray(), "weighted": W.toarray(), "binary": (c.toarray() > 0)}[space].astype(
+        float
+    )
+    for u in rows:
+        score = np.zeros(c.shape[1])
+        for j, s in zip(idx[u], sim[u], strict=True):
+            if j >= 0:
+                score += s * M[j]
+        score[c[u].indices] = 0
+        want = _top_k_dense(np.round(score, 5), 4)
+        got = [int(x) for x in top[u] if x >= 0]
+        np.testing.assert_allclose(sorted(score[got]), sorted(score[want]), rtol=1e-5)
+
+
+def test_tune_user_knn_extends_k_and_picks_the_best():
+    c = _counts(5, n_users=60, n_items=30, density=0.35)
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+
+    val = holdout_split(c, 1, min_artists=5, ranks=(2, 3))
+    table, chosen = user_knn.tune_user_knn(
+        val.train,
+        val.test_rows,
+        val.hidden_cols,
+        ks=(1, 2),
+        weightings=("binary", "log1p"),
+        shrinks=(0.0, 2.0),
+    )
+    best = table["hr_at_10"].max()
+    assert (
+        table[
+            (table["k"] == chosen.k)
+            & (table["space"] == chosen.space)
+            & (table["weighting"] == chosen.weighting)
+            & (table["shrink"] == chosen.shrink)
+        ]["hr_at_10"].max()
+        == best
+    )
+    assert set(table["stage"]) >= {"coarse", "shrink"}
+    # the k grid only stops at its top when the top is the user cap
+    assert chosen.k < table["k"].max() or table["k"].max() == c.shape[0] - 1
+
+
+def test_item_knn_matches_dense():
+    c = _counts(7)
+    B = (c.toarray() > 0).astype(float)
+    norms = np.linalg.norm(B, axis=0)
+    S = item_knn.cosine_item_similarities(c, k=4, shrink=2.0).toarray()
+    for i in range(c.shape[1]):
+        row = B[:, i] @ B / (norms[i] * norms + 2.0 + 1e-12)
+        row[i] = 0
+        want = _top_k_dense(np.round(row, 6), 4)
+        got = list(np.flatnonzero(S[i]))
+        np.testing.assert_allclose(sorted(S[i, got]), sorted(row[want]), rtol=1e-5)
+    # pruning a larger k gives the smaller k
+    S8 = item_knn.cosine_item_similarities(c, k=8, shrink=2.0)
+    np.testing.assert_allclose(item_knn.prune_to_k(S8, 4).toarray(), S, rtol=1e-6)
+
+
+def test_rp3beta_matches_dense():
+    c = _counts(9)
+    B = (c.toarray() > 0).astype(float)
+    pui = B / np.maximum(B.sum(1, keepdims=True), 1)
+    piu = B.T / np.maximum(B.T.sum(1, keepdims=True), 1)
+    alpha, beta = 0.8, 0.4
+    W = (piu**alpha) @ (pui**alpha)
+    pop = np.maximum(B.sum(0), 1)
+    W = W / pop[None, :] ** beta
+    np.fill_diagonal(W, 0)
+    S = rp3beta.RP3beta(alpha, beta, 5).fit(c).toarray()
+    for i in range(c.shape[1]):
+        want = _top_k_dense(np.round(W[i], 6), 5)
+        got = list(np.flatnonzero(S[i]))
+        np.testing.assert_allclose(sorted(S[i, got]), sorted(W[i, want]), rtol=1e-4)
+
+
+def test_ease_matches_closed_form_and_caps_items():
+    c = _counts(11)
+    X = (c.toarray() > 0).astype(float)
+    lam = 5.0
+    P = np.linalg.inv(X.T @ X + lam * np.eye(X.shape[1]))
+    Bw = -P / np.diag(P)[None, :]
+    np.fill_diagonal(Bw, 0)
+    np.testing.assert_allclose(ease.ease_weights(sp.csr_matrix(X), lam), Bw, rtol=1e-4, atol=1e-6)
+    items = ease.ease_items(c, 10)
+    pop = X.sum(0)
+    assert len(items) == 10 and pop[items].min() >= np.sort(pop)[::-1][9]
+    top = ease.EASE(lam, 10).top_n(c, np.arange(c.shape[0]), 3)
+    assert np.isin(top[top >= 0], items).all()
+    for u in range(c.shape[0]):
+        assert not np.isin(top[u][top[u] >= 0], c[u].indices).any()
+    assert ease.coverage_of_pairs(items, np.array([items[0], 3])) == 0.5
+    assert ease.max_items(8 * 2**30) == int(np.sqrt(8 * 2**30 / 24))
+
+
+def test_top_n_dense_ties_and_exclusion():
+    S = np.array([[0.5, 0.5, 0.9, 0.0, 0.5]])
+    ex = sp.csr_matrix(np.array([[0, 0, 1, 0, 0]]))
+    assert top_n_dense(S, ex, 3).tolist() == [[0, 1, 4]]
+    assert top_n_dense(S, ex, 5).tolist() == [[0, 1, 4, -1, -1]]
+
+
+@pytest.mark.parametrize("model", [mf.IALS(8, iterations=3), mf.BPR(8, iterations=5)])
+def test_factor_models_are_seeded_and_skip_heard(model):
+    c = _counts(13, n_users=40, n_items=30)
+    rows = np.arange(c.shape[0])
+    a = model.top_n(c, rows, 5)
+    b = model.top_n(c, rows, 5)
+    np.testing.assert_array_equal(a, b)
+    for u in rows:
+        assert not np.isin(a[u][a[u] >= 0], c[u].indices).any()
+
+
+def test_tune_and_edge_flags_on_tiny_grids():
+    c = _counts(17, n_users=60, n_items=30, density=0.35)
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+
+    val = holdout_split(c, 1, min_artists=5, ranks=(2, 3))
+    for model in ("item_knn", "rp3beta", "ease"):
+        table, chosen = bl.tune(model, val.train, val.test_rows, val.hidden_cols, profile="tiny")
+        assert table["hr_at_10"].max() == pytest.approx(
+            table.loc[
+                np.all([table[k] == v for k, v in chosen.items() if k in table], axis=0), "hr_at_10"
+            ].max()
+        )
+        assert isinstance(bl.setting_text(model, chosen), str)
+    t = pd.DataFrame({"k": [10, 20, 40], "lam": [1.0, 1.0, 1.0], "hr_at_10": [0.1, 0.2, 0.3]})
+    assert bl.edge_flags("x", t, {"k": 40}) == ["k = 40 (high edge)"]
+    assert bl.edge_flags("x", t, {"k": 20}) == []
+    with pytest.raises(ValueError, match="unknown model"):
+        bl.build("nope", {})
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 50])
+def test_mirror_upper_in_blocks(step):
+    rng = np.random.default_rng(step)
+    A = rng.random((11, 11))
+    want = np.triu(A) + np.triu(A, 1).T
+    np.testing.assert_array_equal(ease.mirror_upper(A.copy(), step), want)
+
+
+def test_item_similarity_blocks_do_not_change_the_result():
+    c = _counts(19)
+    W = user_knn.weight_rows(c, "binary")
+    WT = sp.csr_matrix(W.T)
+    one = item_knn.item_similarities(WT, sp.csr_matrix(W), 4)
+    many = item_knn.item_similarities(WT, sp.csr_matrix(W), 4, max_work=1.0, block_items=3)
+    np.testing.assert_allclose(one.toarray(), many.toarray())
+
+
+def test_calibration_table_bands():
+    from thirtymusic_utils.data.synthetic import REAL_FACTS
+    from thirtymusic_utils.models.calibration import CALIBRATION_KEYS, calibration_table
+
+    measured = {
+        m: REAL_FACTS[k] * f
+        for (m, k), f in zip(CALIBRATION_KEYS.items(), [1, 1.29, 0.71, 1.31, 0.5], strict=True)
+    }
+    t = calibration_table(measured)
+    assert t["within ±30%"].tolist() == [True, True, True, False, False]
+    assert t["ratio"].iloc[1] == pytest.approx(1.29)
+
+
+def test_extend_k_both_edges():
+    assert bl._extend_k((5, 10, 20), 5, 100) == (2, 5, 10, 20)
+    assert bl._extend_k((5, 10, 20), 20, 100) == (5, 10, 20, 40)
+    assert bl._extend_k((5, 10, 20), 10, 100) == (5, 10, 20)
+    assert bl._extend_k((1, 2), 1, 100) == (1, 2)
+    assert bl._extend_k((5, 10), 10, 10) == (5, 10)

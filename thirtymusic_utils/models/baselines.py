@@ -1,0 +1,354 @@
+"""The baselines of chapter 03, their search budgets and the tuning loop on a validation hold-out.
+
+Every model is tuned on the same validation hold-out (``holdout_split(train, seed + 1, ...)`` of
+chapter 02's training matrix) with the budget below, chosen by validation HR@10 (ties: NDCG@10, then
+the grid's order), refitted on chapter 02's training matrix and scored on its test pairs.
+
+Budgets (``GRIDS[profile][model]``): full grids for the neighbourhood and linear models (one
+similarity pass per value that changes the neighbour lists, smaller ``k`` pruned from the largest);
+a seeded random sample of a stated size from the product grid for the factor models. A chosen
+value at the edge of its grid is flagged (``edge_flags``); the neighbour counts and EASE's penalty
+are extended until they are not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..evaluation.metrics import hit_ranks, ranking_metrics
+from . import ease as ease_mod
+from .item_knn import ItemKNN, prune_to_k
+from .knn import popularity_top_n
+from .mf import BPR, IALS
+from .rp3beta import RP3beta, rp3beta_similarities
+from .user_knn import K_GRID, SHRINK_GRID, SPACES, WEIGHTINGS, UserKNN
+
+__all__ = [
+    "BASELINES",
+    "GRIDS",
+    "LABELS",
+    "build",
+    "edge_flags",
+    "ease_n_items",
+    "setting_text",
+    "tune",
+]
+
+#: the chapter-03 models in reading order (columns ``rank_<model>`` of outcomes_03.csv)
+BASELINES = ("cf_tuned", "item_knn", "rp3beta", "ease", "ials", "bpr")
+LABELS = {
+    "cf_tuned": "User-kNN, tuned",
+    "item_knn": "Item-kNN",
+    "rp3beta": "RP3beta",
+    "ease": "EASE",
+    "ials": "iALS",
+    "bpr": "BPR",
+    "popularity": "Most popular",
+}
+
+_FULL: dict[str, dict[str, Sequence[Any]]] = {
+    "cf_tuned": {"k": K_GRID, "weighting": WEIGHTINGS, "shrink": SHRINK_GRID, "space": SPACES},
+    "item_knn": {
+        "weighting": ("binary", "bm25"),
+        "shrink": (0.0, 10.0, 50.0, 200.0),
+        "k": (5, 10, 20, 50, 100, 200, 500),
+    },
+    "rp3beta": {
+        "alpha": (0.25, 0.5, 0.75, 1.0),
+        "beta": (0.0, 0.2, 0.4, 0.6),
+        "k": (10, 20, 50, 100, 200, 500),
+    },
+    "ease": {"lam": (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)},
+    "ials": {
+        "factors": (16, 32, 64, 128, 256),
+        "regularization": (0.001, 0.01, 0.1, 1.0),
+        "alpha": (1.0, 5.0, 20.0, 50.0),
+        "iterations": (10, 20),
+        "weighting": ("binary", "log1p"),
+        "_budget": (12,),
+    },
+    "bpr": {
+        "factors": (16, 32, 64, 128),
+        "learning_rate": (0.005, 0.01, 0.05, 0.1),
+        "regularization": (0.001, 0.01, 0.1),
+        "iterations": (50, 100, 200),
+        "_budget": (8,),
+    },
+}
+_TINY: dict[str, dict[str, Sequence[Any]]] = {
+    "cf_tuned": {"k": (5, 10, 20), "weighting": WEIGHTINGS, "shrink": (0.0, 5.0), "space": SPACES},
+    "item_knn": {"weighting": ("binary",), "shrink": (0.0, 10.0), "k": (10, 50)},
+    "rp3beta": {"alpha": (1.0,), "beta": (0.0, 0.5), "k": (20, 50)},
+    "ease": {"lam": (10.0, 100.0)},
+    "ials": {
+        "factors": (16,),
+        "regularization": (0.1,),
+        "alpha": (1.0, 10.0),
+        "iterations": (5,),
+        "weighting": ("binary",),
+        "_budget": (2,),
+    },
+    "bpr": {
+        "factors": (16,),
+        "learning_rate": (0.05,),
+        "regularization": (0.01,),
+        "iterations": (20,),
+        "_budget": (1,),
+    },
+}
+GRIDS = {"tiny": _TINY, "default": _FULL, "full": _FULL}
+#: EASE's artist cap per profile: 8 GB of dense matrices (``ease.max_items``), less where the
+#: 2-core time budget of the book's profile asks for it (the share of test pairs it covers is reported)
+EASE_ITEMS = {"tiny": 2000, "default": 8000, "full": ease_mod.max_items()}
+
+
+def ease_n_items(profile: str) -> int:
+    """The artist cap EASE runs with on ``profile``."""
+    return EASE_ITEMS.get(profile, ease_mod.max_items())
+
+
+def build(model: str, params: Mapping[str, Any], profile: str = "default", seed: int = 0):
+    """The model object of a setting (with ``top_n(train, rows, n)``)."""
+    p = dict(params)
+    if model == "cf_tuned":
+        return UserKNN(int(p["k"]), str(p["weighting"]), float(p["shrink"]), str(p["space"]))
+    if model == "item_knn":
+        return ItemKNN(int(p["k"]), float(p["shrink"]), str(p["weighting"]))
+    if model == "rp3beta":
+        return RP3beta(float(p["alpha"]), float(p["beta"]), int(p["k"]))
+    if model == "ease":
+        return ease_mod.EASE(float(p["lam"]), int(p.get("n_items", ease_n_items(profile))))
+    if model == "ials":
+        return IALS(
+            int(p["factors"]),
+            float(p["regularization"]),
+            float(p["alpha"]),
+            int(p["iterations"]),
+            str(p["weighting"]),
+            seed,
+        )
+    if model == "bpr":
+        return BPR(
+            int(p["factors"]),
+            float(p["learning_rate"]),
+            float(p["regularization"]),
+            int(p["iterations"]),
+            seed,
+        )
+    if model == "popularity":
+        return _Popularity()
+    raise ValueError(f"unknown model {model!r}: expected one of {BASELINES} or 'popularity'")
+
+
+class _Popularity:
+    def top_n(self, train, rows, n=10):
+        return popularity_top_n(train, rows, n)
+
+
+def setting_text(model: str, params: Mapping[str, Any]) -> str:
+    """The tuned setting in words for a table."""
+    skip = {"n_items"}
+    return ", ".join(
+        f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
+        for k, v in params.items()
+        if k not in skip
+    )
+
+
+def _metrics(top, hidden, n=10) -> dict[str, float]:
+    m = ranking_metrics(hit_ranks(top, hidden), n)
+    return {f"hr_at_{n}": m["hr"], f"ndcg_at_{n}": m["ndcg"], f"mrr_at_{n}": m["mrr"]}
+
+
+def _pick(table: pd.DataFrame, n: int = 10) -> dict[str, Any]:
+    t = table.assign(_o=np.arange(len(table)))
+    t = t.sort_values([f"hr_at_{n}", f"ndcg_at_{n}", "_o"], ascending=[False, False, True])
+    row = t.iloc[0]
+    metric = {f"hr_at_{n}", f"ndcg_at_{n}", f"mrr_at_{n}", "_o", "stage", "seconds"}
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k not in metric}
+
+
+def _extend_k(ks: Sequence[int], best: int, cap: int) -> tuple:
+    """``ks`` with one more value past the edge the best ``k`` sits on (halved below, doubled above,
+    within 1..cap); unchanged when the best is inside."""
+    ks = tuple(sorted(ks))
+    if best == ks[0] and ks[0] > 1:
+        return (max(1, ks[0] // 2), *ks)
+    if best == ks[-1] and ks[-1] < cap:
+        return (*ks, min(cap, 2 * ks[-1]))
+    return ks
+
+
+def tune(
+    model: str,
+    train: sp.csr_matrix,
+    rows: np.ndarray,
+    hidden_cols: np.ndarray,
+    *,
+    profile: str = "default",
+    seed: int = 0,
+    n: int = 10,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Validation table of ``model`` over its budget and the chosen setting (see module docstring).
+
+    ``train`` is the validation training matrix (the validation users' hidden cells removed).
+    """
+    grid = GRIDS.get(profile, _FULL)[model]
+    if model == "cf_tuned":
+        from .user_knn import tune_user_knn
+
+        table, chosen = tune_user_knn(
+            train,
+            rows,
+            hidden_cols,
+            ks=grid["k"],
+            weightings=grid["weighting"],
+            spaces=grid["space"],
+            shrinks=grid["shrink"],
+            n=n,
+        )
+        return table, {
+            "k": chosen.k,
+            "weighting": chosen.weighting,
+            "shrink": chosen.shrink,
+            "space": chosen.space,
+        }
+    recs: list[dict] = []
+    if model == "item_knn":
+        ks = tuple(grid["k"])
+        while True:
+            for w, h in itertools.product(grid["weighting"], grid["shrink"]):
+                S = ItemKNN(ks[-1], h, w).fit(train)
+                for k in ks:
+                    if any(r["k"] == k and r["weighting"] == w and r["shrink"] == h for r in recs):
+                        continue
+                    top = ItemKNN(k, h, w).top_n(train, rows, n, S=prune_to_k(S, k))
+                    recs.append(
+                        {
+                            "weighting": w,
+                            "shrink": float(h),
+                            "k": int(k),
+                            **_metrics(top, hidden_cols, n),
+                        }
+                    )
+            best = _pick(pd.DataFrame(recs), n)
+            ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
+            if ks2 == ks:
+                break
+            ks = ks2
+    elif model == "rp3beta":
+        ks = tuple(grid["k"])
+        while True:
+            for a in grid["alpha"]:
+                mats = rp3beta_similarities(train, a, grid["beta"], ks[-1])
+                for b, S in mats.items():
+                    for k in ks:
+                        if any(r["k"] == k and r["alpha"] == a and r["beta"] == b for r in recs):
+                            continue
+                        top = RP3beta(a, b, k).top_n(train, rows, n, S=prune_to_k(S, k))
+                        recs.append(
+                            {
+                                "alpha": float(a),
+                                "beta": float(b),
+                                "k": int(k),
+                                **_metrics(top, hidden_cols, n),
+                            }
+                        )
+            best = _pick(pd.DataFrame(recs), n)
+            ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
+            if ks2 == ks:
+                break
+            ks = ks2
+    elif model == "ease":
+        lams = list(grid["lam"])
+        n_items = ease_n_items(profile)
+        done: set[float] = set()
+        while True:
+            for lam in lams:
+                if lam in done:
+                    continue
+                done.add(lam)
+                top = ease_mod.EASE(lam, n_items).top_n(train, rows, n)
+                recs.append(
+                    {"lam": float(lam), "n_items": n_items, **_metrics(top, hidden_cols, n)}
+                )
+            best = _pick(pd.DataFrame(recs), n)
+            if best["lam"] == max(lams):
+                lams.append(max(lams) * 2)
+            elif best["lam"] == min(lams) and min(lams) > 1:
+                lams.insert(0, min(lams) / 4)
+            else:
+                break
+    elif model in ("ials", "bpr"):
+        keys = [k for k in grid if not k.startswith("_")]
+        combos = list(itertools.product(*(grid[k] for k in keys)))
+        budget = min(int(grid["_budget"][0]), len(combos))
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(combos), size=budget, replace=False)
+        for i in sorted(pick):
+            params = dict(zip(keys, combos[i], strict=True))
+            top = build(model, params, profile, seed).top_n(train, rows, n)
+            recs.append({**params, **_metrics(top, hidden_cols, n)})
+    else:
+        raise ValueError(f"unknown model {model!r}: expected one of {BASELINES}")
+    table = pd.DataFrame(recs)
+    return table, _pick(table, n)
+
+
+def edge_flags(model: str, table: pd.DataFrame, chosen: Mapping[str, Any]) -> list[str]:
+    """The parameters whose chosen value is the smallest or largest value tried (numeric ones with
+    at least three values tried; a smallest value of 0 is a natural bound, not an edge), as
+    ``"name = value (low edge)"`` / ``(high edge)``."""
+    out = []
+    for name, value in chosen.items():
+        if name not in table.columns or name == "n_items":
+            continue
+        tried = pd.unique(table[name])
+        if len(tried) < 3 or not all(isinstance(v, (int, float, np.number)) for v in tried):
+            continue
+        if value == max(tried):
+            out.append(f"{name} = {value} (high edge)")
+        elif value == min(tried) and value != 0:  # 0 (no shrinkage, no penalty) is a natural bound
+            out.append(f"{name} = {value} (low edge)")
+    return out
+
+
+OUTCOMES_FILE = "outcomes_03.csv"
+
+
+def outcomes_frame(
+    user_ids: np.ndarray, artist_ids: np.ndarray, split, ranks: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
+    """One row per test pair: ``user_id, artist_id, rank_<model>`` for every model of ``BASELINES``."""
+    missing = [m for m in BASELINES if m not in ranks]
+    if missing:
+        raise ValueError(f"ranks lacks models {missing}; expected all of {BASELINES}")
+    frame = pd.DataFrame(
+        {
+            "user_id": np.asarray(user_ids, dtype=np.int64)[split.test_rows],
+            "artist_id": np.asarray(artist_ids, dtype=np.int64)[split.hidden_cols],
+        }
+    )
+    for m in BASELINES:
+        r = np.asarray(ranks[m], dtype=np.int64)
+        if len(r) != split.n_test:
+            raise ValueError(
+                f"ranks[{m!r}] has {len(r)} values, the split {split.n_test} test users"
+            )
+        frame[f"rank_{m}"] = r
+    return frame
+
+
+def save_outcomes(frame: pd.DataFrame, build_dir) -> str:
+    """Write ``BUILD_DIR/artifacts/outcomes_03.csv``."""
+    from ..book.paths import artifacts_dir
+
+    path = artifacts_dir(build_dir) / OUTCOMES_FILE
+    frame.to_csv(path, index=False)
+    return str(path)
