@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from thirtymusic_utils.models.batched import (
     BatchedConfig,
     _batch_loss,
+    _epoch_batches,
     _sampler,
     auto_batch_pairs,
     configure_threads,
@@ -99,6 +100,26 @@ def test_leave_one_out_equals_the_per_pair_history(seed, n_users, n_artists, den
     rows = counts[users.numpy()]
     assert artists.tolist() == rows.indices.tolist()
     assert len(weights) == rows.nnz
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+def test_an_epoch_holds_every_pair_once_and_chunks_keep_the_leave_one_out(chunk):
+    counts = random_counts(21, 17, 13, 0.4)
+    model = history_model(counts, 1, max_history=4).eval()
+    pairs = pair_table(counts, model)
+    lens = pairs.indptr[1:] - pairs.indptr[:-1]
+    active = torch.nonzero(lens > 0).squeeze(1)
+    cfg = SMALL.replace(user_chunk=chunk)
+    seen = []
+    with torch.no_grad():
+        for users, chunks in _epoch_batches(pairs, lens, active, cfg, 10, torch.Generator()):
+            x, artists, _, local = pair_user_vectors(model, users, pairs, chunks=chunks)
+            assert torch.allclose(x, model._history_sum(users[local], artists), atol=1e-6)
+            if chunks is not None:
+                assert int(chunks[2].max()) <= chunk
+            seen += list(zip(users[local].tolist(), artists.tolist(), strict=True))
+    coo = counts.tocoo()
+    assert sorted(seen) == sorted(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
 
 
 def test_leave_one_out_with_dropout_matches_the_same_mask():

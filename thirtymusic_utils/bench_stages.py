@@ -236,6 +236,7 @@ def bench_train_epoch_full(
         "seconds": float(rec["epoch_seconds"]),
         "epoch_seconds": float(rec["epoch_seconds"]),
         "pairs_per_second": float(rec["pairs_per_second"]),
+        "epoch_cpu_seconds": float(rec["epoch_cpu_seconds"]),
         "n_pairs": result.n_examples,
         "batch_pairs": int(result.batch_pairs),
         "train_device": result.device,
@@ -272,6 +273,7 @@ def bench_train_full(
         "best_epoch": run.result.best_epoch,
         "stopped_early": int(run.result.stopped_early),
         "mean_epoch_seconds": float(h["epoch_seconds"].mean()),
+        "mean_epoch_cpu_seconds": float(h["epoch_cpu_seconds"].mean()),
         "mean_val_seconds": float(h["val_seconds"].mean()),
         "val_metric_best": run.result.best_metric,
         "n_val_users": int(len(val[0].test_rows)),
@@ -294,12 +296,13 @@ def bench_score_all_test_users(
     if model.has_history:
         model.set_history(csr)
     model = model.to(resolve_device(device))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rank_hidden_blocks(model, split.test_rows, split.hidden_cols, csr)
     seconds = time.perf_counter() - t0
     return {
         **facts,
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - c0,
         "n_test_users": int(len(split.test_rows)),
         "users_per_second": len(split.test_rows) / seconds if seconds > 0 else float("nan"),
         "peak_rss_mb": peak_rss_mb(),

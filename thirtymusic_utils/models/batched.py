@@ -93,7 +93,9 @@ class BatchedConfig:
     ``artist_pairs ** popularity_power`` (the rest uniform), corrected in the logits by ``log(q N)``.
     ``pair_weighting``: weight of a pair, 1 or log1p(plays) scaled to mean 1. ``patience``: evaluations
     without improvement before stopping (0: never early). ``val_max_users``: validation users scored
-    each epoch (a fixed random subset when there are more; 0 = all).
+    each epoch (a fixed random subset when there are more; 0 = all). ``user_chunk``: a user's pairs
+    enter an epoch in random chunks of at most this many, each chunk with its own history sum and
+    dropout draw (0: all of a user's pairs together), so a batch mixes many users.
     """
 
     name: str = "improved"
@@ -109,6 +111,7 @@ class BatchedConfig:
     eval_every: int = 1
     patience: int = 4
     val_max_users: int = 0
+    user_chunk: int = 32
     trainer: str = "batched"
 
     def __post_init__(self) -> None:
@@ -118,7 +121,7 @@ class BatchedConfig:
             raise ValueError(f"pair_weighting must be binary or log, got {self.pair_weighting!r}")
         if self.epochs < 1 or self.batch_pairs < 0 or self.eval_every < 1 or self.patience < 0:
             raise ValueError("epochs, batch_pairs and eval_every must be >= 1, patience >= 0")
-        if self.n_negatives < 1 or self.val_max_users < 0:
+        if self.n_negatives < 1 or self.val_max_users < 0 or self.user_chunk < 0:
             raise ValueError("n_negatives must be >= 1 and val_max_users >= 0")
         if not 0.0 <= self.negative_mix <= 1.0:
             raise ValueError(f"negative_mix must be in [0, 1], got {self.negative_mix}")
@@ -208,17 +211,24 @@ def pair_table(
     )
 
 
+def _ragged_span(
+    starts: torch.Tensor, lens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions ``starts[i] .. starts[i] + lens[i] - 1`` for all i, concatenated: (positions, the
+    ``i`` of each, the offset of each run in the result)."""
+    offsets = torch.cumsum(lens, 0) - lens
+    total = int(lens.sum())
+    local = torch.repeat_interleave(torch.arange(len(lens), device=lens.device), lens)
+    pos = starts[local] + torch.arange(total, device=lens.device) - offsets[local]
+    return pos, local, offsets
+
+
 def _ragged(
     indptr: torch.Tensor, rows: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions of the entries of ``rows`` in CSR arrays: (positions, local row of each, offsets)."""
     starts = indptr[rows]
-    lens = indptr[rows + 1] - starts
-    offsets = torch.cumsum(lens, 0) - lens
-    total = int(lens.sum())
-    local = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lens)
-    pos = starts[local] + torch.arange(total, device=rows.device) - offsets[local]
-    return pos, local, offsets
+    return _ragged_span(starts, indptr[rows + 1] - starts)
 
 
 def pair_user_vectors(
@@ -228,16 +238,24 @@ def pair_user_vectors(
     generator: torch.Generator | None = None,
     *,
     sparse: bool = False,
+    chunks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """User-tower input for every pair of ``users``, each pair's artist left out of its history.
 
-    One embedding-bag sum per user (history dropout drawn once per user and batch when the model is
-    training), then the pair's own term subtracted. Returns ``(x, artists, weights, local)``: the
-    tower input per pair (before the tower's layers), the pair's artist, its weight, and the index of
-    its user within ``users``.
+    One embedding-bag sum per entry of ``users`` (history dropout drawn once per entry when the model
+    is training), then the pair's own term subtracted. Without ``chunks`` an entry stands for all of
+    the user's pairs; with ``chunks = (order, starts, lens)`` entry ``i`` stands for the pairs
+    ``order[starts[i] : starts[i] + lens[i]]`` (a chunk of the user's pairs; a user may appear more
+    than once). Returns ``(x, artists, weights, local)``: the tower input per pair (before the tower's
+    layers), the pair's artist, its weight, and the index of its entry within ``users``.
     """
     cfg = model.config
-    ppos, local, _ = _ragged(pairs.indptr, users)
+    if chunks is None:
+        ppos, local, _ = _ragged(pairs.indptr, users)
+    else:
+        order, starts, lens = chunks
+        ppos, local, _ = _ragged_span(starts, lens)
+        ppos = order[ppos]
     artists = pairs.artists[ppos]
     weights = pairs.weights[ppos]
     x: torch.Tensor | None = None
@@ -328,9 +346,10 @@ def _batch_loss(
     q: torch.Tensor | None,
     logq: torch.Tensor,
     gen: torch.Generator,
+    chunks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Weighted loss of one batch of users, and the number of pairs in it."""
-    x, artists, weights, _ = pair_user_vectors(model, users, pairs, gen, sparse=True)
+    """Weighted loss of one batch of users (or chunks of users' pairs), and its number of pairs."""
+    x, artists, weights, _ = pair_user_vectors(model, users, pairs, gen, sparse=True, chunks=chunks)
     u = model.user_tower[1:](x)
     n_art = model.config.n_artists
     dev = users.device
@@ -384,6 +403,42 @@ def _batches(lens: torch.Tensor, users: torch.Tensor, batch_pairs: int) -> list[
     bid = (before // batch_pairs).cpu()
     counts = torch.bincount(bid).tolist() if len(bid) else []
     return [b for b in torch.split(users, [c for c in counts]) if len(b)]
+
+
+def _epoch_batches(
+    pairs: PairTable,
+    lens_all: torch.Tensor,
+    active: torch.Tensor,
+    config: BatchedConfig,
+    batch_pairs: int,
+    gen: torch.Generator,
+):
+    """One epoch's batches, in random order: ``(users, chunks)`` per batch (see
+    :func:`pair_user_vectors`); every pair appears in exactly one batch."""
+    dev = active.device
+    c = config.user_chunk
+    if not c:
+        users = active[torch.randperm(len(active), generator=gen, device=dev)]
+        for batch in _batches(lens_all[users], users, batch_pairs):
+            yield batch, None
+        return
+    n_users = len(lens_all)
+    rows = torch.repeat_interleave(torch.arange(n_users, device=dev), lens_all)
+    # the pairs of each user in a random order: sort by row + a uniform key in [0, 1)
+    keys = rows.to(torch.float64) + torch.rand(
+        len(rows), generator=gen, device=dev, dtype=torch.float64
+    )
+    order = torch.argsort(keys)
+    n_chunks = (lens_all + c - 1) // c
+    unit_user = torch.repeat_interleave(torch.arange(n_users, device=dev), n_chunks)
+    k = torch.arange(len(unit_user), device=dev) - torch.repeat_interleave(
+        torch.cumsum(n_chunks, 0) - n_chunks, n_chunks
+    )
+    unit_start = pairs.indptr[unit_user] + k * c
+    unit_len = torch.minimum(lens_all[unit_user] - k * c, torch.full_like(k, c))
+    units = torch.randperm(len(unit_user), generator=gen, device=dev)
+    for b in _batches(unit_len[units], units, batch_pairs):
+        yield unit_user[b], (order, unit_start[b], unit_len[b])
 
 
 def fit_batched(
@@ -460,11 +515,10 @@ def _fit(
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.name}", disable=not progress)
     for epoch in bar:
         model.train()
-        t0 = time.perf_counter()
-        users = active[torch.randperm(len(active), generator=gen, device=dev)]
+        t0, c0 = time.perf_counter(), time.process_time()
         total, seen = 0.0, 0
-        for batch in _batches(lens_all[users], users, batch_pairs):
-            loss, n = _batch_loss(model, batch, pairs, config, q, logq, gen)
+        for batch, chunks in _epoch_batches(pairs, lens_all, active, config, batch_pairs, gen):
+            loss, n = _batch_loss(model, batch, pairs, config, q, logq, gen, chunks)
             for o in opts:
                 o.zero_grad(set_to_none=True)
             loss.backward()
@@ -473,12 +527,14 @@ def _fit(
             total += float(loss.detach()) * n
             seen += n
         train_seconds = time.perf_counter() - t0
+        cpu_seconds = time.process_time() - c0
         rec: dict[str, Any] = {
             "epoch": epoch,
             "loss": total / max(seen, 1),
             "val_metric": float("nan"),
             "epoch_seconds": train_seconds,
             "pairs_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
+            "epoch_cpu_seconds": cpu_seconds,
             "val_seconds": float("nan"),
         }
         last = epoch == config.epochs

@@ -1,14 +1,15 @@
-"""Chapter 04: training the two-tower model, the study's way (``seed``) and properly (``improved``).
-
-One training function, :func:`fit`, serves both configurations:
+"""Training the two-tower model, the study's way (``seed``, chapter 04) and properly (``improved``, chapter 05).
 
 - ``seed``: the study's choices — ``nn.CosineEmbeddingLoss`` on its ±1 sample, Adam 1e-3, batch 256,
   ``StepLR(step_size=10, gamma=0.1)`` stepped after every *batch* (``scheduler_step="batch"``), trained on the
-  first 1% of the training sample, validated every 20 epochs with the study's metric;
+  first 1% of the training sample, validated every 20 epochs with the study's metric. It trains with the
+  pair trainer :func:`fit` (a loop over batches of pairs), which is what the study ran.
 - ``improved``: the same two-tower family — wider, without the squashing sigmoid, and with a user tower
   that reads the artists the user played — trained on every (user, artist) pair of chapter 02's training
   matrix with a softmax ranking loss over sampled negatives, validated with HR@10 on a hold-out of
-  training users made by chapter 02's own protocol.
+  training users made by chapter 02's own protocol. It trains with the whole-data trainer
+  (:mod:`thirtymusic_utils.models.batched`: batches of users, shared negatives); :data:`PAIR_IMPROVED_TRAIN`
+  keeps the same configuration on the pair trainer, for comparison.
 
 Both keep the best validation state (early stopping), record learning curves, save a ``state_dict`` plus a
 JSON config (:func:`save_checkpoint` / :func:`load_checkpoint`), choose the device automatically (CUDA when
@@ -223,14 +224,16 @@ PAIR_IMPROVED_TRAIN = TrainConfig(
 )
 
 #: The corrected training on the whole-data trainer (:func:`~thirtymusic_utils.models.batched.fit_batched`):
-#: the same loss family, in batches of users with one history sum per user, the pair's artist left out by
-#: subtraction, negatives shared by the batch and drawn half by popularity (logQ-corrected).
+#: the same loss family, in batches of users (chunks of up to 32 of a user's pairs, one history sum and
+#: dropout draw per chunk), the pair's artist left out by subtraction, 512 negatives shared by the batch
+#: and drawn half by popularity (logQ-corrected), batch size from the data (1,024 to 8,192 pairs),
+#: learning rate 0.02, early stopping on validation HR@10.
 IMPROVED_TRAIN = BatchedConfig(
     name="improved",
     loss="softmax",
     epochs=20,
     batch_pairs=0,
-    lr=0.01,
+    lr=0.02,
     n_negatives=512,
     negative_mix=0.5,
     popularity_power=0.75,
@@ -238,6 +241,7 @@ IMPROVED_TRAIN = BatchedConfig(
     pair_weighting="log",
     eval_every=1,
     patience=4,
+    user_chunk=32,
 )
 
 
@@ -874,7 +878,7 @@ def run_improved(
     )
 
 
-#: The ablation of chapter 04: from the study's choices to the improved configuration, one step at a
+#: The ablation of chapter 05: from the study's choices to the improved configuration, one step at a
 #: time, each trained on the same validation hold-out (name -> (tower, training changes)).
 ABLATION: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "study towers and loss, all pairs + 1 negative each, constant lr": (
@@ -937,7 +941,8 @@ def run_ablation(
 # Notebook helpers: profile settings, outcomes, similar-artist tables
 # --------------------------------------------------------------------------------------------------
 
-#: Epoch budgets per profile (the ``default`` profile keeps chapter 04 within about 3 minutes on 2 cores).
+#: Epoch budgets per profile (``seed_epochs``: chapter 04; ``improved_epochs``, ``ablation_epochs``:
+#: chapter 05).
 TRAIN_PROFILES: dict[str, dict[str, int]] = {
     "tiny": {"seed_epochs": 40, "improved_epochs": 4, "ablation_epochs": 2},
     "default": {"seed_epochs": 100, "improved_epochs": 16, "ablation_epochs": 3},
