@@ -19,6 +19,7 @@ from thirtymusic_utils.models.training import (
     ID_TOWER,
     IMPROVED_TOWER,
     IMPROVED_TRAIN,
+    PAIR_IMPROVED_TRAIN,
     SEED_TOWER,
     SEED_TRAIN,
     TrainConfig,
@@ -399,7 +400,7 @@ def test_training_lowers_loss_and_recovers_planted_groups():
     counts = planted()
     users, artists, w = train_pairs(counts)
     model = new_model(*counts.shape, {**ID_TOWER, "embedding_dim": 16, "layer_sizes": (16,)})
-    cfg = IMPROVED_TRAIN.replace(
+    cfg = PAIR_IMPROVED_TRAIN.replace(
         epochs=40, batch_size=64, lr=0.02, n_negatives=10_000, patience=0, sparse_embeddings=False
     )
     res = fit(model, users, artists, w, cfg, seed=0, progress=False)
@@ -416,7 +417,7 @@ def test_sampled_losses_lower_the_loss(loss):
     counts = planted(seed=1)
     users, artists, w = train_pairs(counts, "log")
     model = new_model(*counts.shape, ID_TOWER, seed=0)
-    cfg = IMPROVED_TRAIN.replace(
+    cfg = PAIR_IMPROVED_TRAIN.replace(
         loss=loss, epochs=15, batch_size=64, lr=0.01, n_negatives=8, patience=0
     )
     res = fit(model, users, artists, w, cfg, seed=0, progress=False)
@@ -460,7 +461,7 @@ def test_early_stopping_keeps_the_best_state():
         states.append({k: v.clone() for k, v in m.state_dict().items()})
         return next(scores)
 
-    cfg = IMPROVED_TRAIN.replace(epochs=7, batch_size=64, patience=2)
+    cfg = PAIR_IMPROVED_TRAIN.replace(epochs=7, batch_size=64, patience=2)
     res = fit(model, users, artists, w, cfg, validate=validate, seed=0, progress=False)
     assert res.best_epoch == 2 and res.best_metric == 0.9
     assert res.stopped_early and len(res.history) == 4
@@ -471,7 +472,7 @@ def test_early_stopping_keeps_the_best_state():
 def test_training_is_deterministic_on_cpu():
     counts = planted()
     users, artists, w = train_pairs(counts, "log")
-    cfg = IMPROVED_TRAIN.replace(epochs=3, batch_size=32, n_negatives=7, patience=0)
+    cfg = PAIR_IMPROVED_TRAIN.replace(epochs=3, batch_size=32, n_negatives=7, patience=0)
     weights = []
     for seed in (11, 11, 12):
         model = new_model(*counts.shape, ID_TOWER, seed=seed)
@@ -484,15 +485,15 @@ def test_training_is_deterministic_on_cpu():
 def test_fit_rejects_bad_input():
     model = new_model(3, 4, ID_TOWER)
     with pytest.raises(ValueError, match="one length"):
-        fit(model, [0, 1], [0], [1.0, 1.0], IMPROVED_TRAIN, progress=False)
+        fit(model, [0, 1], [0], [1.0, 1.0], PAIR_IMPROVED_TRAIN, progress=False)
     with pytest.raises(ValueError, match="artist indices"):
-        fit(model, [0], [9], [1.0], IMPROVED_TRAIN, progress=False)
+        fit(model, [0], [9], [1.0], PAIR_IMPROVED_TRAIN, progress=False)
     with pytest.raises(ValueError, match=r"\+1 or -1"):
         fit(model, [0], [1], [0.5], SEED_TRAIN, progress=False)
     with pytest.raises(ValueError, match="scheduler_step"):
         TrainConfig(scheduler_step="sometimes")
     with pytest.raises(ValueError, match="set_history"):
-        fit(new_model(3, 4, IMPROVED_TOWER), [0], [1], [1.0], IMPROVED_TRAIN, progress=False)
+        fit(new_model(3, 4, IMPROVED_TOWER), [0], [1], [1.0], PAIR_IMPROVED_TRAIN, progress=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -501,7 +502,7 @@ def test_fit_rejects_bad_input():
 
 def test_checkpoint_round_trip(tmp_path):
     model = new_model(6, 9, ID_TOWER, seed=3)
-    cfg = IMPROVED_TRAIN.replace(epochs=2)
+    cfg = PAIR_IMPROVED_TRAIN.replace(epochs=2)
     folder = save_checkpoint(checkpoint_dir(tmp_path, "improved"), model, cfg, {"val_metric": 0.25})
     assert (folder / "model.pt").exists() and (folder / "config.json").exists()
     assert folder == tmp_path / "artifacts" / "checkpoints" / "improved"
@@ -557,7 +558,14 @@ def test_validation_split_lowers_threshold_until_enough_users():
 def test_run_improved_on_planted_data():
     counts = planted(n_per_group=40, n_artists_per_group=30)
     test_rows = np.arange(0, 80, 4)
-    cfg = IMPROVED_TRAIN.replace(epochs=3, batch_size=128, n_negatives=16)
+    for cfg in (
+        IMPROVED_TRAIN.replace(epochs=3, batch_pairs=128, n_negatives=16),  # the batched trainer
+        PAIR_IMPROVED_TRAIN.replace(epochs=3, batch_size=128, n_negatives=16),  # the pair trainer
+    ):
+        check_run_improved(counts, test_rows, cfg)
+
+
+def check_run_improved(counts, test_rows, cfg):
     run = run_improved(counts, test_rows, 0, config=cfg, val_pool="non_test", progress=False)
     assert len(run.val_split.test_rows) >= 1
     assert not set(run.val_split.test_rows.tolist()) & set(test_rows.tolist())
@@ -596,8 +604,10 @@ def test_bench_bodies_on_small_data():
     t = bench_train_epoch_full(counts, 0)
     assert (
         t["n_pairs"] == counts.nnz
-        and t["samples_per_second"] > 0
-        and t["device"] in ("cpu", "cuda")
+        and t["pairs_per_second"] > 0
+        and t["epoch_seconds"] > 0
+        and t["train_device"] in ("cpu", "cuda")
+        and t["train_threads"] >= 1
     )
 
 
@@ -649,7 +659,7 @@ def test_history_checkpoint_round_trip(tmp_path):
     counts = random_counts(np.random.default_rng(9), 7, 15, 0.3)
     model = history_model(counts, dropout=0.5, seed=4)
     users, artists, w = train_pairs(counts, "log")
-    cfg = IMPROVED_TRAIN.replace(epochs=2, batch_size=16, n_negatives=5, patience=0)
+    cfg = PAIR_IMPROVED_TRAIN.replace(epochs=2, batch_size=16, n_negatives=5, patience=0)
     fit(model, users, artists, w, cfg, seed=0, progress=False)
     folder = save_checkpoint(tmp_path / "ck", model, cfg)
     loaded, _ = load_checkpoint(folder, device="cpu")
@@ -663,7 +673,7 @@ def test_history_tower_recovers_planted_groups():
     counts = planted(seed=3)
     model = history_model(counts, dropout=0.3, seed=1)
     users, artists, w = train_pairs(counts, "log")
-    cfg = IMPROVED_TRAIN.replace(
+    cfg = PAIR_IMPROVED_TRAIN.replace(
         epochs=30, batch_size=64, lr=0.02, n_negatives=10_000, patience=0, sparse_embeddings=False
     )
     res = fit(model, users, artists, w, cfg, seed=0, progress=False)

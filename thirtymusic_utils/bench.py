@@ -116,7 +116,10 @@ STAGES["evaluate_hr10"] = _delegate("bench_stages", "bench_evaluate_hr10", "seed
 STAGES["seed_dense_10k"] = _delegate("bench_stages", "bench_seed_dense_10k", "seed")
 STAGES["ours_10k"] = _delegate("bench_stages", "bench_ours_10k", "seed")
 STAGES["sample_full"] = _delegate("bench_stages", "bench_sample_full", "seed")
+# the whole-data two-tower trainer (issue 10)
 STAGES["train_epoch_full"] = _delegate("bench_stages", "bench_train_epoch_full", "seed")
+STAGES["score_all_test_users"] = _delegate("bench_stages", "bench_score_all_test_users", "seed")
+STAGES["train_full"] = _delegate("bench_stages", "bench_train_full", "seed")
 
 # ---- baselines of chapter 03 (helper B): one fit-and-score stage per model
 for _model in ("popularity", "cf_tuned", "item_knn", "rp3beta", "ease", "ials", "bpr"):

@@ -1,0 +1,348 @@
+"""The whole-data two-tower trainer (``models/batched.py``): equivalence with the per-pair computation,
+planted structure, determinism, checkpoints, block scoring and a memory cap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thirtymusic_utils.models.batched import (
+    BatchedConfig,
+    _batch_loss,
+    _epoch_batches,
+    _sampler,
+    auto_batch_pairs,
+    configure_threads,
+    fit_batched,
+    pair_table,
+    pair_user_vectors,
+    rank_hidden_blocks,
+    score_top_k,
+)
+from thirtymusic_utils.models.training import (
+    ID_TOWER,
+    IMPROVED_TOWER,
+    IMPROVED_TRAIN,
+    SEED_TOWER,
+    load_checkpoint,
+    new_model,
+    run_improved,
+    save_checkpoint,
+    top_n,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def random_counts(seed: int, n_users: int, n_artists: int, density: float) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, n_artists)) < density) * rng.integers(1, 50, (n_users, n_artists))
+    return sp.csr_matrix(dense.astype(np.int64))
+
+
+def planted(n_per_group: int = 40, n_artists_per_group: int = 12, seed: int = 0) -> sp.csr_matrix:
+    """Three user groups, each listening only to (a random half of) its own group of artists."""
+    rng = np.random.default_rng(seed)
+    n_groups = 3
+    dense = np.zeros((n_groups * n_per_group, n_groups * n_artists_per_group), dtype=np.int64)
+    for u in range(dense.shape[0]):
+        g = u // n_per_group
+        own = np.arange(g * n_artists_per_group, (g + 1) * n_artists_per_group)
+        heard = rng.choice(own, size=n_artists_per_group // 2, replace=False)
+        dense[u, heard] = rng.integers(1, 20, size=len(heard))
+    return sp.csr_matrix(dense)
+
+
+def history_model(counts: sp.csr_matrix, seed: int = 0, **tower):
+    return new_model(*counts.shape, {**IMPROVED_TOWER, **tower}, seed).set_history(counts)
+
+
+SMALL = BatchedConfig(epochs=3, batch_pairs=32, n_negatives=8, patience=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# leave-one-out by subtraction == the per-pair computation
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 9),
+    st.integers(1, 15),
+    st.floats(0.05, 1.0),
+    st.sampled_from([0, 1, 3]),
+    st.sampled_from(["history", "id+history"]),
+)
+def test_leave_one_out_equals_the_per_pair_history(seed, n_users, n_artists, density, cap, inp):
+    counts = random_counts(seed, n_users, n_artists, density)
+    model = history_model(counts, seed % 7, max_history=cap, user_input=inp).eval()
+    pairs = pair_table(counts, model)
+    rng = np.random.default_rng(seed)
+    users = torch.as_tensor(rng.permutation(n_users)[: rng.integers(1, n_users + 1)])
+    with torch.no_grad():
+        x, artists, weights, local = pair_user_vectors(model, users, pairs)
+        # the pair trainer's path: the user's history with the pair's artist dropped, pair by pair
+        want = model._history_sum(users[local], artists)
+        if inp == "id+history":
+            want = want + model.user_tower[0](users[local])
+    assert torch.allclose(x, want, atol=1e-6)
+    # the pairs are exactly the users' stored cells, with the pair trainer's log weights
+    rows = counts[users.numpy()]
+    assert artists.tolist() == rows.indices.tolist()
+    assert len(weights) == rows.nnz
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+def test_an_epoch_holds_every_pair_once_and_chunks_keep_the_leave_one_out(chunk):
+    counts = random_counts(21, 17, 13, 0.4)
+    model = history_model(counts, 1, max_history=4).eval()
+    pairs = pair_table(counts, model)
+    lens = pairs.indptr[1:] - pairs.indptr[:-1]
+    active = torch.nonzero(lens > 0).squeeze(1)
+    cfg = SMALL.replace(user_chunk=chunk)
+    seen = []
+    with torch.no_grad():
+        for users, chunks in _epoch_batches(pairs, lens, active, cfg, 10, torch.Generator()):
+            x, artists, _, local = pair_user_vectors(model, users, pairs, chunks=chunks)
+            assert torch.allclose(x, model._history_sum(users[local], artists), atol=1e-6)
+            if chunks is not None:
+                assert int(chunks[2].max()) <= chunk
+            seen += list(zip(users[local].tolist(), artists.tolist(), strict=True))
+    coo = counts.tocoo()
+    assert sorted(seen) == sorted(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
+
+
+def test_leave_one_out_with_dropout_matches_the_same_mask():
+    """In training, the pair's own term is subtracted with the weight it had in the dropped-out bag:
+    the result is the bag of the user's *kept* artists other than the pair's."""
+    counts = random_counts(3, 6, 20, 0.5)
+    model = history_model(counts, history_dropout=0.5).train()
+    pairs = pair_table(counts, model)
+    users = torch.arange(6)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        x, artists, _, local = pair_user_vectors(model, users, pairs, gen)
+    # replay the mask: the same generator state draws the same keep mask
+    gen = torch.Generator().manual_seed(5)
+    ind = model.hist_indptr
+    n_hist = int(ind[-1])
+    keep = (torch.rand(n_hist, generator=gen) >= 0.5).float() / 0.5
+    emb = model.user_history.weight.detach()
+    for p in range(len(artists)):
+        u = int(users[local[p]])
+        lo, hi = int(ind[u]), int(ind[u + 1])
+        items = model.hist_indices[lo:hi]
+        w = model.hist_weights[lo:hi] * keep[lo:hi] * (items != artists[p]).float()
+        want = (w.unsqueeze(1) * emb[items]).sum(0)
+        assert torch.allclose(x[p], want, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+def test_recovers_planted_groups():
+    counts = planted(seed=3)
+    model = history_model(counts, seed=1, history_dropout=0.3)
+    cfg = BatchedConfig(epochs=25, batch_pairs=64, lr=0.02, n_negatives=16, negative_mix=0.5,
+                        patience=0)  # fmt: skip
+    res = fit_batched(model, counts, cfg, seed=0, progress=False)
+    assert res.history["loss"].iloc[-1] < 0.8 * res.history["loss"].iloc[0]
+    users = np.arange(counts.shape[0])
+    top = score_top_k(model, users, counts, k=3)
+    assert (top // 12 == (users // 40)[:, None]).mean() > 0.95
+
+
+@pytest.mark.parametrize("tower", [SEED_TOWER, ID_TOWER])
+def test_id_towers_and_the_study_loss_train(tower):
+    counts = planted(seed=4)
+    model = new_model(*counts.shape, tower, 0)
+    for loss in ("softmax", "cosine_embedding"):
+        res = fit_batched(model, counts, SMALL.replace(loss=loss, epochs=4), progress=False)
+        assert np.isfinite(res.history["loss"]).all()
+        assert res.history["loss"].iloc[-1] < res.history["loss"].iloc[0]
+
+
+def test_deterministic_on_cpu_for_a_seed():
+    counts = random_counts(11, 30, 40, 0.2)
+    cfg = SMALL.replace(negative_mix=0.5)
+    states = []
+    for seed in (0, 0, 1):
+        model = history_model(counts, seed=2, history_dropout=0.5)
+        fit_batched(model, counts, cfg, seed=seed, progress=False)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not torch.equal(states[0]["user_history.weight"], states[2]["user_history.weight"])
+
+
+def test_early_stopping_keeps_the_best_state():
+    counts = random_counts(12, 20, 30, 0.3)
+    model = history_model(counts)
+    metrics = iter([0.1, 0.5, 0.2, 0.3, 0.4])
+    seen = {}
+
+    def validate(m):
+        v = next(metrics)
+        seen[v] = {k: t.clone() for k, t in m.state_dict().items()}
+        return v
+
+    res = fit_batched(model, counts, SMALL.replace(epochs=5, patience=2), validate=validate,
+                      progress=False)  # fmt: skip
+    assert res.best_epoch == 2 and res.stopped_early and len(res.history) == 4
+    assert torch.equal(model.state_dict()["user_history.weight"], seen[0.5]["user_history.weight"])
+
+
+def test_checkpoint_round_trip(tmp_path):
+    counts = random_counts(13, 12, 25, 0.3)
+    model = history_model(counts, seed=4, history_dropout=0.5)
+    fit_batched(model, counts, SMALL, progress=False)
+    folder = save_checkpoint(tmp_path / "ck", model, SMALL, {"best_epoch": 3})
+    loaded, meta = load_checkpoint(folder, device="cpu")
+    assert BatchedConfig.from_dict(meta["train"]) == SMALL
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    rows = np.arange(12)
+    assert np.array_equal(score_top_k(loaded, rows, counts, 5), score_top_k(model, rows, counts, 5))
+
+
+def test_sampler_and_logq():
+    counts = random_counts(14, 10, 30, 0.3)
+    model = history_model(counts)
+    pairs = pair_table(counts, model)
+    q, logq = _sampler(pairs, 30, SMALL, torch.device("cpu"))
+    assert q is None and torch.equal(logq, torch.zeros(30))  # uniform: no correction
+    q, logq = _sampler(pairs, 30, SMALL.replace(negative_mix=0.5), torch.device("cpu"))
+    assert float(q.sum()) == pytest.approx(1.0)
+    assert torch.allclose(logq.double(), torch.log(q * 30), atol=1e-6)
+    assert (q >= 0.5 / 30 - 1e-12).all()  # the uniform half keeps every artist drawable
+
+
+def test_batch_loss_matches_a_brute_force_sampled_softmax():
+    counts = random_counts(15, 6, 9, 0.5)
+    model = history_model(counts, seed=3).eval()  # eval: no dropout, so the loss is reproducible
+    pairs = pair_table(counts, model)
+    cfg = SMALL.replace(n_negatives=20, negative_mix=0.5)
+    q, logq = _sampler(pairs, 9, cfg, torch.device("cpu"))
+    users = torch.arange(6)
+    with torch.no_grad():
+        got, n = _batch_loss(model, users, pairs, cfg, q, logq, torch.Generator().manual_seed(7))
+        neg = torch.multinomial(q, 20, replacement=True, generator=torch.Generator().manual_seed(7))
+        x, artists, w, _ = pair_user_vectors(model, users, pairs)
+        u = torch.nn.functional.normalize(x, dim=-1)
+        a = torch.nn.functional.normalize(model.artist_vectors(), dim=-1)
+        total = 0.0
+        for p in range(n):
+            pos = float(u[p] @ a[artists[p]]) / cfg.temperature
+            negs = [float(u[p] @ a[j]) / cfg.temperature - float(logq[j]) for j in neg
+                    if int(j) != int(artists[p])]  # fmt: skip
+            total += float(w[p]) * (float(torch.logsumexp(torch.tensor([pos, *negs]), 0)) - pos)
+        want = total / float(w.sum())
+    assert n == counts.nnz
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_auto_batch_pairs_and_threads():
+    assert auto_batch_pairs(10) == 1024 and auto_batch_pairs(10**9) == 8192
+    assert auto_batch_pairs(4096 * 256) == 4096
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert configure_threads(0) >= 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_run_improved_uses_the_batched_trainer():
+    counts = planted(n_per_group=60, n_artists_per_group=24, seed=5)
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+
+    split = holdout_split(counts, 0)
+    cfg = IMPROVED_TRAIN.replace(epochs=6, n_negatives=16, lr=0.02, val_max_users=20)
+    run = run_improved(split.train, split.test_rows, 0, config=cfg, progress=False,
+                       val=None)  # fmt: skip
+    h = run.result.history
+    assert list(h["epoch"]) == list(range(1, len(h) + 1))
+    assert {"epoch_seconds", "pairs_per_second", "val_seconds"} <= set(h.columns)
+    ranks = rank_hidden_blocks(run.model, split.test_rows, split.hidden_cols, split.train)
+    assert (ranks > 0).mean() > 0.5  # the hidden artist is among 12 unheard artists of the group
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring in blocks
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4 * 17 * 3, 2**30])
+def test_score_top_k_matches_the_unblocked_top_n(block_bytes):
+    counts = random_counts(16, 23, 17, 0.4)
+    model = history_model(counts, seed=5).eval()
+    rows = np.array([5, 0, 22, 7, 7, 13])
+    got = score_top_k(model, rows, counts, 6, block_bytes=block_bytes)
+    assert np.array_equal(got, top_n(model, rows, counts, 6))
+    # brute force: every unheard artist by cosine, ties to the lower column
+    with torch.no_grad():
+        s = model.score_matrix(model.user_vectors(torch.as_tensor(rows)), model.artist_vectors())
+    dense = counts.toarray()
+    for i, r in enumerate(rows):
+        unheard = np.flatnonzero(dense[r] == 0)
+        want = unheard[np.argsort(-s[i, unheard].numpy(), kind="stable")][:6]
+        assert set(got[i][got[i] >= 0]) == set(want)
+        assert (got[i] >= 0).sum() == min(6, len(unheard))
+
+
+# --------------------------------------------------------------------------------------------------
+# memory: a cap that a users x artists array would break, the batch fits well within
+
+
+def test_training_and_scoring_fit_a_memory_cap(tmp_path):
+    """20,000 users x 5,000 artists: a dense float32 users x artists array alone is 400 MB. With the
+    address space capped at 250 MB above what the interpreter and torch hold after import, the trainer
+    (one epoch) and block scoring of every user must run; allocating the dense array must not."""
+    script = textwrap.dedent(
+        """
+        import json, resource, sys
+        import numpy as np, scipy.sparse as sp, torch
+        torch.set_num_threads(1)
+        from thirtymusic_utils.models.batched import BatchedConfig, fit_batched, score_top_k
+        from thirtymusic_utils.models.training import IMPROVED_TOWER, new_model
+        rng = np.random.default_rng(0)
+        n_users, n_artists, nnz = 20_000, 5_000, 200_000
+        keys = np.unique(rng.integers(0, n_users * n_artists, nnz))
+        counts = sp.csr_matrix((rng.integers(1, 30, len(keys)), np.divmod(keys, n_artists)),
+                               shape=(n_users, n_artists))
+        model = new_model(n_users, n_artists, IMPROVED_TOWER, 0).set_history(counts)
+        def vm():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+        cap = vm() + 250 * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        try:
+            np.ones((n_users, n_artists), dtype=np.float32)
+            dense_fits = True
+        except MemoryError:
+            dense_fits = False
+        cfg = BatchedConfig(epochs=1, batch_pairs=4096, n_negatives=256, patience=0)
+        res = fit_batched(model, counts, cfg, progress=False)
+        top = score_top_k(model, np.arange(n_users), counts, 10, block_bytes=8 * 2**20)
+        print(json.dumps({"dense_fits": dense_fits, "pairs": res.n_examples,
+                          "filled": float((top >= 0).mean())}))
+        """
+    )
+    env = {"PYTHONPATH": str(ROOT), "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["dense_fits"] is False
+    assert out["pairs"] > 150_000 and out["filled"] == 1.0

@@ -1,0 +1,645 @@
+"""The whole-data trainer of the two-tower model: batches of users, shared negatives, block scoring.
+
+The pair trainer (:func:`~thirtymusic_utils.models.training.fit`) draws (user, artist) pairs and rebuilds
+the user's history for every pair. This trainer is built for all of 30Music instead:
+
+- a batch is a set of *users* (packed whole, about ``batch_pairs`` pairs per batch); every pair of those
+  users is a positive of the batch;
+- each user's history vector is one ``nn.EmbeddingBag`` sum per batch, after history dropout drawn on
+  the batch; the pair's own artist is then left out by *subtracting* its (dropped-out) term, so the
+  user vector of a pair is exactly the per-pair computation of :meth:`TwoTower.user_vectors` with
+  ``drop=artist`` (checked by a test), at the cost of one row per pair;
+- negatives are shared by the whole batch: ``n_negatives`` artists drawn from a mixture of the uniform
+  and a popularity distribution, their logits corrected by ``log(q_j N)`` (logQ correction: zero for
+  the uniform part, so ``negative_mix=0`` is the pair trainer's uniform sampled softmax); a negative
+  equal to a pair's positive is masked;
+- embedding gradients are sparse (``SparseAdam``): a step costs what the batch touches;
+- no Python loop per example: a loop per batch only.
+
+Scoring (:func:`score_top_k`) ranks all artists for blocks of users with one matrix product per block,
+sets the heard artists to ``-inf`` and keeps a partial ``torch.topk``; the block size follows a memory
+budget. CUDA is used when present (:func:`resolve_device`); CPU threads come from
+:func:`configure_threads`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .two_tower import TwoTower, _check_counts, _row_of_entry, resolve_device
+
+__all__ = [
+    "BatchedConfig",
+    "auto_batch_pairs",
+    "available_cores",
+    "BatchedResult",
+    "PairTable",
+    "configure_threads",
+    "fit_batched",
+    "pair_table",
+    "pair_user_vectors",
+    "rank_hidden_blocks",
+    "score_top_k",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Device and threads
+# --------------------------------------------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_threads(n: int = 0) -> int:
+    """Set torch's CPU threads: ``n``, or every core this process may use when ``n <= 0``. Returns it."""
+    n = int(n) if n and n > 0 else available_cores()
+    torch.set_num_threads(n)
+    return n
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchedConfig:
+    """How the whole-data trainer trains; JSON-serialisable and saved beside every checkpoint.
+
+    ``batch_pairs``: pairs per batch (users are packed whole, so a batch may exceed it by one user);
+    0 picks it from the data (:func:`auto_batch_pairs`: about 256 steps an epoch, 1,024 to 8,192 pairs).
+    ``loss``: ``"softmax"`` (each positive against the ``n_negatives`` shared negatives) or
+    ``"cosine_embedding"`` (the study's loss: 1 - cos for a positive, max(0, cos) for one uniform
+    negative per pair; for the ablation). ``negative_mix``: share of the negatives drawn in proportion to
+    ``artist_pairs ** popularity_power`` (the rest uniform), corrected in the logits by ``log(q N)``.
+    ``pair_weighting``: weight of a pair, 1 or log1p(plays) scaled to mean 1. ``patience``: evaluations
+    without improvement before stopping (0: never early). ``val_max_users``: validation users scored
+    each epoch (a fixed random subset when there are more; 0 = all). ``user_chunk``: a user's pairs
+    enter an epoch in random chunks of at most this many, each chunk with its own history sum and
+    dropout draw (0: all of a user's pairs together), so a batch mixes many users.
+    """
+
+    name: str = "improved"
+    loss: str = "softmax"
+    epochs: int = 20
+    batch_pairs: int = 0
+    lr: float = 0.01
+    n_negatives: int = 1024
+    negative_mix: float = 0.0
+    popularity_power: float = 0.75
+    temperature: float = 0.2
+    pair_weighting: str = "log"
+    eval_every: int = 1
+    patience: int = 4
+    val_max_users: int = 0
+    user_chunk: int = 32
+    trainer: str = "batched"
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("softmax", "cosine_embedding"):
+            raise ValueError(f"loss must be softmax or cosine_embedding, got {self.loss!r}")
+        if self.pair_weighting not in ("binary", "log"):
+            raise ValueError(f"pair_weighting must be binary or log, got {self.pair_weighting!r}")
+        if self.epochs < 1 or self.batch_pairs < 0 or self.eval_every < 1 or self.patience < 0:
+            raise ValueError("epochs, batch_pairs and eval_every must be >= 1, patience >= 0")
+        if self.n_negatives < 1 or self.val_max_users < 0 or self.user_chunk < 0:
+            raise ValueError("n_negatives must be >= 1 and val_max_users >= 0")
+        if not 0.0 <= self.negative_mix <= 1.0:
+            raise ValueError(f"negative_mix must be in [0, 1], got {self.negative_mix}")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("lr and temperature must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BatchedConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown BatchedConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> BatchedConfig:
+        """A copy with some fields changed (validated again)."""
+        return BatchedConfig(**{**asdict(self), **changes})
+
+
+def auto_batch_pairs(n_pairs: int, steps: int = 256, low: int = 1024, high: int = 8192) -> int:
+    """Pairs per batch for ``n_pairs`` training pairs: ``n_pairs // steps`` clipped to [low, high].
+
+    Small data keeps small batches (enough steps an epoch to learn in a few epochs, as the pair
+    trainer's 1,024); the whole dataset gets large ones (the per-batch overhead amortised).
+    """
+    return int(min(high, max(low, n_pairs // max(1, steps))))
+
+
+# --------------------------------------------------------------------------------------------------
+# The pairs, grouped by user, with their place in the history
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairTable:
+    """Every training pair, as CSR over users, on one device.
+
+    ``indptr``/``artists``/``weights``: the pairs of user ``u`` are ``indptr[u]:indptr[u+1]``.
+    ``hist_pos``: for each pair, the position of its artist in the model's history arrays (the
+    user's entry in ``hist_indices``), or -1 when the artist is not in the history (``max_history``).
+    """
+
+    indptr: torch.Tensor
+    artists: torch.Tensor
+    weights: torch.Tensor
+    hist_pos: torch.Tensor
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.artists.numel())
+
+
+def pair_table(
+    counts: sp.spmatrix, model: TwoTower, weighting: str = "log", device: torch.device | None = None
+) -> PairTable:
+    """The training pairs of ``counts`` grouped by user, with their history positions in ``model``."""
+    csr = _check_counts(counts)
+    n_users, n_artists = model.config.n_users, model.config.n_artists
+    if csr.shape != (n_users, n_artists):
+        raise ValueError(f"counts have shape {csr.shape}, the model {(n_users, n_artists)}")
+    if weighting == "binary":
+        w = np.ones(csr.nnz, dtype=np.float32)
+    elif weighting == "log":
+        w = np.log1p(csr.data.astype(np.float64))
+        w = (w / w.mean()).astype(np.float32) if csr.nnz else w.astype(np.float32)
+    else:
+        raise ValueError(f"weighting must be binary or log, got {weighting!r}")
+    rows = _row_of_entry(csr)
+    hist_pos = np.full(csr.nnz, -1, dtype=np.int64)
+    if model.has_history:
+        h_indptr = model.hist_indptr.cpu().numpy()
+        h_idx = model.hist_indices.cpu().numpy()
+        if len(h_idx):
+            h_rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(h_indptr))
+            h_keys = h_rows * n_artists + h_idx  # sorted: CSR with sorted columns
+            keys = rows * n_artists + csr.indices.astype(np.int64)
+            pos = np.minimum(np.searchsorted(h_keys, keys), len(h_keys) - 1)
+            hist_pos = np.where(h_keys[pos] == keys, pos, -1)
+    dev = device or model.artist_tower[0].weight.device
+    return PairTable(
+        indptr=torch.as_tensor(csr.indptr.astype(np.int64)).to(dev),
+        artists=torch.as_tensor(csr.indices.astype(np.int64)).to(dev),
+        weights=torch.as_tensor(w).to(dev),
+        hist_pos=torch.as_tensor(hist_pos).to(dev),
+    )
+
+
+def _ragged_span(
+    starts: torch.Tensor, lens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions ``starts[i] .. starts[i] + lens[i] - 1`` for all i, concatenated: (positions, the
+    ``i`` of each, the offset of each run in the result)."""
+    offsets = torch.cumsum(lens, 0) - lens
+    total = int(lens.sum())
+    local = torch.repeat_interleave(torch.arange(len(lens), device=lens.device), lens)
+    pos = starts[local] + torch.arange(total, device=lens.device) - offsets[local]
+    return pos, local, offsets
+
+
+def _ragged(
+    indptr: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions of the entries of ``rows`` in CSR arrays: (positions, local row of each, offsets)."""
+    starts = indptr[rows]
+    return _ragged_span(starts, indptr[rows + 1] - starts)
+
+
+def pair_user_vectors(
+    model: TwoTower,
+    users: torch.Tensor,
+    pairs: PairTable,
+    generator: torch.Generator | None = None,
+    *,
+    sparse: bool = False,
+    chunks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """User-tower input for every pair of ``users``, each pair's artist left out of its history.
+
+    One embedding-bag sum per entry of ``users`` (history dropout drawn once per entry when the model
+    is training), then the pair's own term subtracted. Without ``chunks`` an entry stands for all of
+    the user's pairs; with ``chunks = (order, starts, lens)`` entry ``i`` stands for the pairs
+    ``order[starts[i] : starts[i] + lens[i]]`` (a chunk of the user's pairs; a user may appear more
+    than once). Returns ``(x, artists, weights, local)``: the tower input per pair (before the tower's
+    layers), the pair's artist, its weight, and the index of its entry within ``users``.
+    """
+    cfg = model.config
+    if chunks is None:
+        ppos, local, _ = _ragged(pairs.indptr, users)
+    else:
+        order, starts, lens = chunks
+        ppos, local, _ = _ragged_span(starts, lens)
+        ppos = order[ppos]
+    artists = pairs.artists[ppos]
+    weights = pairs.weights[ppos]
+    x: torch.Tensor | None = None
+    if model.has_history:
+        hpos, hlocal, hoff = _ragged(model.hist_indptr, users)
+        items = model.hist_indices[hpos]
+        w = model.hist_weights[hpos]
+        p = cfg.history_dropout
+        if model.training and p > 0:
+            keep = torch.rand(w.shape, generator=generator, device=w.device) >= p
+            w = w * keep.to(w.dtype) / (1.0 - p)
+        bag = model.user_history
+        h = F.embedding_bag(
+            items, bag.weight, hoff, mode="sum", per_sample_weights=w, sparse=sparse
+        )
+        # the pair's term: its weight as it entered the bag (after dropout), at its history position
+        hp = pairs.hist_pos[ppos]
+        inside = hp >= 0
+        hstart = model.hist_indptr[users]
+        local_h = (hoff[local] + hp - hstart[local]).clamp(min=0)
+        w_pair = torch.where(inside, w[local_h] if len(w) else torch.zeros_like(weights), 0.0)
+        own = F.embedding(artists, bag.weight, sparse=sparse)
+        x = h[local] - w_pair.unsqueeze(1) * own
+    if cfg.user_input != "history":
+        ids = F.embedding(users[local], model.user_tower[0].weight, sparse=sparse)
+        x = ids if x is None else x + ids
+    assert x is not None
+    return x, artists, weights, local
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchedResult:
+    """What :func:`fit_batched` returns: learning curves and the best validation state (loaded)."""
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_metric: float
+    best_state: dict[str, torch.Tensor]
+    stopped_early: bool
+    seconds: float
+    n_examples: int
+    device: str
+    threads: int
+    batch_pairs: int
+
+    def summary(self) -> dict[str, Any]:
+        """Flat numbers for the results JSON."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "epochs_run": int(self.history["epoch"].max()) if len(self.history) else 0,
+            "stopped_early": int(self.stopped_early),
+            "seconds": self.seconds,
+            "n_examples": self.n_examples,
+        }
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _sampler(pairs: PairTable, n_artists: int, config: BatchedConfig, dev: torch.device):
+    """The negatives' distribution ``q`` (mixture of uniform and popularity) and ``log(q N)``."""
+    uniform = torch.full((n_artists,), 1.0 / n_artists, dtype=torch.float64, device=dev)
+    if config.negative_mix <= 0:
+        return None, torch.zeros(n_artists, device=dev)
+    pop = torch.bincount(pairs.artists, minlength=n_artists).to(torch.float64)
+    pop = pop.pow(config.popularity_power)
+    pop = pop / pop.sum()
+    q = (1 - config.negative_mix) * uniform + config.negative_mix * pop
+    return q, torch.log(q * n_artists).to(torch.float32)
+
+
+def _cosine(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
+
+
+def _batch_loss(
+    model: TwoTower,
+    users: torch.Tensor,
+    pairs: PairTable,
+    config: BatchedConfig,
+    q: torch.Tensor | None,
+    logq: torch.Tensor,
+    gen: torch.Generator,
+    chunks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Weighted loss of one batch of users (or chunks of users' pairs), and its number of pairs."""
+    x, artists, weights, _ = pair_user_vectors(model, users, pairs, gen, sparse=True, chunks=chunks)
+    u = model.user_tower[1:](x)
+    n_art = model.config.n_artists
+    dev = users.device
+    a = model.artist_tower(artists)
+    cosine = model.config.similarity == "cosine"
+    if cosine:
+        u, a = _cosine(u), _cosine(a)
+    s_pos = (u * a).sum(-1)
+    if config.loss == "cosine_embedding":
+        neg = torch.randint(n_art, (len(artists),), generator=gen, device=dev)
+        an = model.artist_tower(neg)
+        s_neg = (u * (_cosine(an) if cosine else an)).sum(-1)
+        per = (1.0 - s_pos) + s_neg.clamp(min=0.0)
+        return per.sum() / (2 * len(per)), len(artists)
+    m = config.n_negatives
+    if q is None:
+        neg = torch.randint(n_art, (m,), generator=gen, device=dev)
+    else:
+        neg = torch.multinomial(q, m, replacement=True, generator=gen)
+    an = model.artist_tower(neg)
+    if cosine:
+        an = _cosine(an)
+    # logits / temperature, the negatives' corrected by log(q N), in one addmm
+    ut = u / config.temperature
+    s_neg = torch.addmm(-logq[neg].unsqueeze(0), ut, an.T)
+    # a negative that is the pair's own positive is no negative: -inf there (found by sorting)
+    order = torch.argsort(neg)
+    sneg = neg[order]
+    pos = torch.searchsorted(sneg, artists)
+    hit = sneg[pos.clamp(max=m - 1)] == artists
+    if bool(hit.any()):
+        rows_hit = torch.nonzero(hit).squeeze(1)
+        first = pos[rows_hit]
+        # every sampled copy of the positive (draws with replacement repeat)
+        last = torch.searchsorted(sneg, artists[rows_hit], right=True)
+        reps = last - first
+        r = torch.repeat_interleave(rows_hit, reps)
+        start = torch.repeat_interleave(first, reps)
+        off = torch.arange(len(r), device=dev) - torch.repeat_interleave(
+            torch.cumsum(reps, 0) - reps, reps
+        )
+        s_neg.index_put_((r, order[start + off]), torch.tensor(-math.inf, device=dev))
+    s_pos_t = s_pos / config.temperature
+    per = torch.logaddexp(torch.logsumexp(s_neg, dim=1), s_pos_t) - s_pos_t
+    return (per * weights).sum() / weights.sum(), len(artists)
+
+
+def _batches(lens: torch.Tensor, users: torch.Tensor, batch_pairs: int) -> list[torch.Tensor]:
+    """Split ``users`` (in order) into runs of about ``batch_pairs`` pairs (users kept whole)."""
+    before = torch.cumsum(lens, 0) - lens
+    bid = (before // batch_pairs).cpu()
+    counts = torch.bincount(bid).tolist() if len(bid) else []
+    return [b for b in torch.split(users, [c for c in counts]) if len(b)]
+
+
+def _epoch_batches(
+    pairs: PairTable,
+    lens_all: torch.Tensor,
+    active: torch.Tensor,
+    config: BatchedConfig,
+    batch_pairs: int,
+    gen: torch.Generator,
+):
+    """One epoch's batches, in random order: ``(users, chunks)`` per batch (see
+    :func:`pair_user_vectors`); every pair appears in exactly one batch."""
+    dev = active.device
+    c = config.user_chunk
+    if not c:
+        users = active[torch.randperm(len(active), generator=gen, device=dev)]
+        for batch in _batches(lens_all[users], users, batch_pairs):
+            yield batch, None
+        return
+    n_users = len(lens_all)
+    rows = torch.repeat_interleave(torch.arange(n_users, device=dev), lens_all)
+    # the pairs of each user in a random order: sort by row + a uniform key in [0, 1)
+    keys = rows.to(torch.float64) + torch.rand(
+        len(rows), generator=gen, device=dev, dtype=torch.float64
+    )
+    order = torch.argsort(keys)
+    n_chunks = (lens_all + c - 1) // c
+    unit_user = torch.repeat_interleave(torch.arange(n_users, device=dev), n_chunks)
+    k = torch.arange(len(unit_user), device=dev) - torch.repeat_interleave(
+        torch.cumsum(n_chunks, 0) - n_chunks, n_chunks
+    )
+    unit_start = pairs.indptr[unit_user] + k * c
+    unit_len = torch.minimum(lens_all[unit_user] - k * c, torch.full_like(k, c))
+    units = torch.randperm(len(unit_user), generator=gen, device=dev)
+    for b in _batches(unit_len[units], units, batch_pairs):
+        yield unit_user[b], (order, unit_start[b], unit_len[b])
+
+
+def fit_batched(
+    model: TwoTower,
+    counts: sp.spmatrix,
+    config: BatchedConfig,
+    *,
+    validate: Callable[[TwoTower], float] | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    deterministic: bool = True,
+) -> BatchedResult:
+    """Train ``model`` on every stored pair of ``counts``, in batches of users; keep the best state.
+
+    The model's histories (when its user tower reads them) must already be set
+    (:meth:`TwoTower.set_history`); usually from ``counts`` itself. ``validate(model) -> float``
+    (higher is better) runs every ``config.eval_every`` epochs and after the last one; without it the
+    last state is kept. Every random choice (user order, dropout, negatives) comes from one
+    ``torch.Generator`` seeded with ``seed`` on the training device; on the CPU two runs give
+    identical weights.
+    """
+    if model.has_history and len(model.hist_indices) == 0:
+        raise ValueError(
+            "the model's user tower reads histories: call model.set_history(counts) first"
+        )
+    dev = resolve_device(device)
+    previous = torch.are_deterministic_algorithms_enabled()
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    embeddings = [
+        m for m in (model.user_tower[0], model.artist_tower[0]) if isinstance(m, nn.Embedding)
+    ]
+    try:
+        for emb in embeddings:
+            emb.sparse = True
+        return _fit(model, counts, config, validate, seed, dev, progress)
+    finally:
+        for emb in embeddings:
+            emb.sparse = False
+        torch.use_deterministic_algorithms(previous)
+
+
+def _fit(
+    model: TwoTower,
+    counts: sp.spmatrix,
+    config: BatchedConfig,
+    validate: Callable[[TwoTower], float] | None,
+    seed: int,
+    dev: torch.device,
+    progress: bool,
+) -> BatchedResult:
+    start = time.perf_counter()
+    model = model.to(dev)
+    pairs = pair_table(counts, model, config.pair_weighting, dev)
+    if pairs.n_pairs == 0:
+        raise ValueError("no training pairs: the count matrix is empty")
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    q, logq = _sampler(pairs, model.config.n_artists, config, dev)
+    batch_pairs = config.batch_pairs or auto_batch_pairs(pairs.n_pairs)
+    lens_all = pairs.indptr[1:] - pairs.indptr[:-1]
+    active = torch.nonzero(lens_all > 0).squeeze(1)
+    emb_params = [
+        m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+    ]
+    rest = [p for p in model.parameters() if all(p is not e for e in emb_params)]
+    opts: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(emb_params, lr=config.lr)]
+    if rest:
+        opts.append(torch.optim.Adam(rest, lr=config.lr))
+    records: list[dict[str, Any]] = []
+    best_metric, best_epoch, bad = -math.inf, 0, 0
+    best_state = _state_copy(model)
+    stopped_early = False
+    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.name}", disable=not progress)
+    for epoch in bar:
+        model.train()
+        t0, c0 = time.perf_counter(), time.process_time()
+        total, seen = 0.0, 0
+        for batch, chunks in _epoch_batches(pairs, lens_all, active, config, batch_pairs, gen):
+            loss, n = _batch_loss(model, batch, pairs, config, q, logq, gen, chunks)
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in opts:
+                o.step()
+            total += float(loss.detach()) * n
+            seen += n
+        train_seconds = time.perf_counter() - t0
+        cpu_seconds = time.process_time() - c0
+        rec: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": total / max(seen, 1),
+            "val_metric": float("nan"),
+            "epoch_seconds": train_seconds,
+            "pairs_per_second": seen / train_seconds if train_seconds > 0 else float("nan"),
+            "epoch_cpu_seconds": cpu_seconds,
+            "val_seconds": float("nan"),
+        }
+        last = epoch == config.epochs
+        if validate is not None and (epoch % config.eval_every == 0 or last):
+            model.eval()
+            t1 = time.perf_counter()
+            metric = float(validate(model))
+            rec["val_seconds"] = time.perf_counter() - t1
+            rec["val_metric"] = metric
+            if metric > best_metric:
+                best_metric, best_epoch, bad = metric, epoch, 0
+                best_state = _state_copy(model)
+            else:
+                bad += 1
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", val=f"{metric:.4f}")
+        records.append(rec)
+        if config.patience and bad >= config.patience:
+            stopped_early = not last
+            break
+    bar.close()
+    if validate is None:
+        best_state, best_epoch, best_metric = _state_copy(model), len(records), float("nan")
+    model.load_state_dict(best_state)
+    model.eval()
+    return BatchedResult(
+        history=pd.DataFrame.from_records(records),
+        best_epoch=best_epoch,
+        best_metric=float(best_metric),
+        best_state=best_state,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - start,
+        n_examples=pairs.n_pairs,
+        device=str(dev),
+        threads=torch.get_num_threads(),
+        batch_pairs=batch_pairs,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring at scale
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def score_top_k(
+    model: TwoTower,
+    rows: np.ndarray,
+    exclude: sp.spmatrix | None = None,
+    k: int = 10,
+    *,
+    block_bytes: int = 256 * 2**20,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Top-``k`` artist columns per user row, heard artists (``exclude``'s cells) left out.
+
+    Users are scored in blocks: one matrix product of the block's user vectors with every artist
+    vector, ``-inf`` at the block's excluded cells, a partial ``torch.topk``. A block holds at most
+    ``block_bytes`` of float32 scores. Returns int64 ``[len(rows), k]``, best first, -1 padded.
+    """
+    dev = resolve_device(device) if device is not None else model.artist_tower[0].weight.device
+    model = model.to(dev).eval()
+    rows = np.asarray(rows, dtype=np.int64)
+    n_users, n_art = model.config.n_users, model.config.n_artists
+    kk = min(k, n_art)
+    ex = None if exclude is None else sp.csr_matrix(exclude)
+    if ex is not None and ex.shape != (n_users, n_art):
+        raise ValueError(f"exclude has shape {ex.shape}, the model {(n_users, n_art)}")
+    a = model.artist_vectors()
+    if model.config.similarity == "cosine":
+        a = F.normalize(a, dim=-1)
+    block = max(1, int(block_bytes // (4 * n_art)))
+    out = np.full((len(rows), k), -1, dtype=np.int64)
+    for s in range(0, len(rows), block):
+        blk = rows[s : s + block]
+        u = model.user_vectors(torch.as_tensor(blk, device=dev))
+        if model.config.similarity == "cosine":
+            u = F.normalize(u, dim=-1)
+        scores = u @ a.T
+        if ex is not None:
+            sub = ex[blk]
+            r = torch.as_tensor(_row_of_entry(sub), device=dev)
+            c = torch.as_tensor(sub.indices.astype(np.int64), device=dev)
+            scores[r, c] = -math.inf
+        val, idx = torch.topk(scores, kk, dim=1)
+        idx = torch.where(torch.isfinite(val), idx, torch.full_like(idx, -1))
+        out[s : s + len(blk), :kk] = idx.cpu().numpy()
+        del scores
+    return out
+
+
+def rank_hidden_blocks(
+    model: TwoTower,
+    rows: np.ndarray,
+    hidden_cols: np.ndarray,
+    exclude: sp.spmatrix,
+    k: int = 10,
+    *,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Rank (1..k) of each row's hidden artist in the model's top ``k``, 0 = miss (chapter 02's ranks)."""
+    from ..evaluation.metrics import hit_ranks
+
+    rows = np.asarray(rows, dtype=np.int64)
+    hidden_cols = np.asarray(hidden_cols, dtype=np.int64)
+    if rows.shape != hidden_cols.shape:
+        raise ValueError(f"rows {rows.shape} and hidden_cols {hidden_cols.shape} must match")
+    top = score_top_k(model, rows, exclude, k, device=device)
+    return np.asarray(hit_ranks(top, hidden_cols), dtype=np.int64)
