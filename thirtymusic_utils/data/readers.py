@@ -28,9 +28,9 @@ Nothing is lost or invented silently:
   weight cut short looks valid): that line is an error, or skipped and counted
   (``possibly_truncated_lines``). idomaar lines end in JSON and are checked like any other.
 
-On files of at least :data:`PARALLEL_MIN_BYTES` (the full ``tracks.idomaar`` and sessions files)
-the fast path runs in worker processes while the main process reads and counts; the result is the
-same (``THIRTYMUSIC_READ_WORKERS=0`` turns this off).
+On machines with 4 CPUs or more, files of at least :data:`PARALLEL_MIN_BYTES` (the full tracks and
+sessions files) have their fast path run in worker processes while the main process reads and
+counts; the result is the same (``THIRTYMUSIC_READ_WORKERS`` sets their number, 0 turns them off).
 
 Memory grows with the number of distinct (user, artist) pairs, with the number of sessions (the
 per-session frame of :func:`scan_plays`) and with ``tracks.idomaar`` (the track -> artists map),
@@ -1112,8 +1112,8 @@ def _read_lines(f: IO[bytes], n: int, src: _Source, lineno: int) -> list[bytes]:
 
 PARALLEL_MIN_BYTES = 256 << 20
 """Files at least this large (``tracks.idomaar``, the sessions) have their fast path run in worker
-processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: one less than the CPUs, at most 4; 0 turns
-it off). The main process reads, numbers the lines, falls back to the slow path and counts, in file
+processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: one less than the CPUs, at most 4, and
+none below 4 CPUs; 0 turns it off). The main process reads, numbers the lines, falls back to the slow path and counts, in file
 order, so the result is the same."""
 
 
@@ -1121,7 +1121,9 @@ def _read_workers() -> int:
     setting = os.environ.get("THIRTYMUSIC_READ_WORKERS", "").strip()
     if setting:
         return max(0, int(setting))
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    cpus = os.cpu_count() or 1
+    # with fewer than 4 CPUs the one worker would compete with the main process: none
+    return min(4, cpus - 1) if cpus >= 4 else 0
 
 
 @contextmanager
