@@ -359,3 +359,14 @@ def test_training_and_scoring_fit_a_memory_cap(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["dense_fits"] is False
     assert out["pairs"] > 150_000 and out["filled"] == 1.0
+
+
+def test_bench_trainer_stages_on_small_data():
+    from thirtymusic_utils.bench_stages import bench_score_all_test_users, bench_train_full
+
+    counts = random_counts(22, 60, 40, 0.4)
+    s = bench_score_all_test_users(counts, 0)
+    assert s["n_test_users"] > 0 and s["seconds"] > 0 and s["train_threads"] >= 1
+    t = bench_train_full(counts, 0)
+    assert 1 <= t["best_epoch"] <= t["epochs_run"] and 0.0 <= t["hr_at_10_embedding"] <= 1.0
+    assert t["train_device"] in ("cpu", "cuda") and t["n_test_users"] == s["n_test_users"]
