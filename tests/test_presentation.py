@@ -273,6 +273,8 @@ def test_ledger_and_seed_sentences_quote_the_chapters_keys():
     text = ledger_sentence(results)
     assert "HR@10 0.064 as it ran to 0.081" in text and "from 0.0031 to 0.0420" in text
     assert "p-value from 3.6e-04 to undefined" in text
+    results.by_chapter["06_t_test"]["ledger_ttest_as_ran"] = None
+    assert "and its t-test is undefined on this data (chapter 06)." in ledger_sentence(results)
     assert "5 split seeds" in seed_sentence(results) and "(sd 0.004, from 0.057 to 0.068)" in (
         seed_sentence(results)
     )

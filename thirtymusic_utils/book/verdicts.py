@@ -332,14 +332,21 @@ def _fig(v: Any, digits: int = 3, pvalue: bool = False) -> str:
 
 def ledger_sentence(results: Results) -> str:
     """The defect ledger in one sentence: each model's figure as it ran and with every fix applied."""
+    p_ran = results.get("ledger_ttest_as_ran", None)
+    p_fixed = results.get("ledger_ttest_fixed", None)
+    if _is_num(p_ran) or _is_num(p_fixed):
+        ttest = (
+            f"its t-test's p-value from {_fig(p_ran, pvalue=True)} to "
+            f"{_fig(p_fixed, pvalue=True)} (chapter 06)"
+        )
+    else:
+        ttest = "its t-test is undefined on this data (chapter 06)"
     return (
         f"Fixing the study's departures from its own text one by one (the defect ledger) takes its "
         f"user-kNN from HR@10 {_fig(results.get('ledger_knn_as_ran'))} as it ran to "
         f"{_fig(results.get('ledger_knn_fixed'))} (chapter 02), its embedding model's test metric from "
         f"{_fig(results.get('ledger_emb_as_ran'), 4)} to {_fig(results.get('ledger_emb_fixed'), 4)} "
-        f"(chapter 04), and its t-test's p-value from "
-        f"{_fig(results.get('ledger_ttest_as_ran', None), pvalue=True)} to "
-        f"{_fig(results.get('ledger_ttest_fixed', None), pvalue=True)} (chapter 06)."
+        f"(chapter 04), and {ttest}."
     )
 
 
