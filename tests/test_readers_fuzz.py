@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from thirtymusic_utils import readers
-from thirtymusic_utils.readers import DataFormatError, ReadReport, scan_plays
+from thirtymusic_utils.data import readers
+from thirtymusic_utils.data.readers import DataFormatError, ReadReport, scan_plays
 
 FUZZ = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

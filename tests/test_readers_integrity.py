@@ -31,8 +31,8 @@ from test_readers import (
     write_lines,
 )
 
-from thirtymusic_utils import readers
-from thirtymusic_utils.readers import (
+from thirtymusic_utils.data import readers
+from thirtymusic_utils.data.readers import (
     MAX_UNKNOWN_SHARE,
     DataFormatError,
     ReadWarning,

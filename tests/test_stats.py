@@ -1,4 +1,4 @@
-"""Tests of thirtymusic_utils.stats against scipy, hand computations and simulation."""
+"""Tests of thirtymusic_utils.evaluation.stats against scipy, hand computations and simulation."""
 
 from __future__ import annotations
 

@@ -148,8 +148,8 @@ def _table(results: dict[str, Any]) -> str:
         secs = r.get("seconds")
         rss = r.get("peak_rss_mb")
         lines.append(
-            f"{name:<24}{secs if secs is None else f'{secs:.1f}':>10}"
-            f"{rss if rss is None else f'{rss:.0f}':>14}  {notes}"
+            f"{name:<24}{'-' if secs is None else f'{secs:.1f}':>10}"
+            f"{'-' if rss is None else f'{rss:.0f}':>14}  {notes}"
         )
     return "\n".join(lines)
 

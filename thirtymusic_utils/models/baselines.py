@@ -105,7 +105,9 @@ _TINY: dict[str, dict[str, Sequence[Any]]] = {
 GRIDS = {"tiny": _TINY, "default": _FULL, "full": _FULL}
 #: EASE's artist cap per profile: 8 GB of dense matrices (``ease.max_items``), less where the
 #: 2-core time budget of the book's profile asks for it (the share of test pairs it covers is reported)
-EASE_ITEMS = {"tiny": 2000, "default": 8000, "full": ease_mod.max_items()}
+# on ``full`` 8 GB would allow 18,918 artists, but scipy's bundled OpenBLAS segfaulted in the Cholesky
+# inverse at that size (twice, bench stage baseline_ease); 12,000 ran
+EASE_ITEMS = {"tiny": 2000, "default": 8000, "full": 12000}
 
 
 def ease_n_items(profile: str) -> int:

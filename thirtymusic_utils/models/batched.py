@@ -70,8 +70,15 @@ def available_cores() -> int:
 
 
 def configure_threads(n: int = 0) -> int:
-    """Set torch's CPU threads: ``n``, or every core this process may use when ``n <= 0``. Returns it."""
-    n = int(n) if n and n > 0 else available_cores()
+    """Set torch's CPU threads and return the number: ``n``; when ``n <= 0``, ``OMP_NUM_THREADS`` if
+    set, else every core this process may use (``os.sched_getaffinity``)."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if n and n > 0:
+        n = int(n)
+    elif env.isdigit() and int(env) > 0:
+        n = int(env)
+    else:
+        n = available_cores()
     torch.set_num_threads(n)
     return n
 

@@ -63,7 +63,9 @@ def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
     """The EASE item-item matrix (float32, zero diagonal) of the binary matrix ``X``."""
     G = (X.T @ X).toarray().astype(np.float64)
     G[np.diag_indices_from(G)] += lam
-    c, info = lapack.dpotrf(G, lower=False, overwrite_a=True)
+    # G is symmetric: its transpose is the same matrix in Fortran order, which LAPACK factors in
+    # place (a C-ordered array would be copied first, doubling the memory)
+    c, info = lapack.dpotrf(G.T, lower=False, overwrite_a=True)
     if info != 0:
         raise np.linalg.LinAlgError(
             f"EASE: Gram matrix + {lam} I is not positive definite ({info})"

@@ -65,17 +65,17 @@ class IALS:
         """A fitted ``AlternatingLeastSquares``."""
         from implicit.cpu.als import AlternatingLeastSquares
 
-        m = AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            random_state=self.seed,
-            num_threads=self.num_threads,
-        )
         # implicit's advice, followed: its own threads, a 1-thread BLAS (its check still warns)
         with threadpool_limits(1, "blas"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "OpenBLAS is configured", RuntimeWarning)
+            m = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=self.num_threads,
+            )
             m.fit(_weighted(train, self.weighting), show_progress=False)
         return m
 
