@@ -221,8 +221,10 @@ def test_search_limits_are_flagged_at_the_edge_of_a_grid():
 def test_study_and_ttest_sentences():
     study = study_sentence(_results())
     assert "HR@10 = 0.064 on this data (the study reported 0.065)" in study
-    assert "own metric (the study reported 0.003), no more than the 0.004 a random ranking" in study
-    assert "(computed as the study meant it: 0.011)." in study  # real data: no calibration note
+    assert (
+        "own metric (the study reported 0.0030), no more than the 0.0040 a random ranking" in study
+    )
+    assert "(computed as the study meant it: 0.0110)." in study  # real data: no calibration note
     synthetic = Results(
         {**_results().by_chapter, "01_user_artist_matrix": {"data_source": "synthetic"}}
     )

@@ -235,16 +235,16 @@ def study_sentence(results: Results) -> str:
     metric_reported = results.get("study_metric_reported", STUDY_REPORTED["study_metric_reported"])
     text = (
         f"Run as the study ran it, its user-kNN recommender reaches HR@10 = {_num(hr)} on this data "
-        f"(the study reported {_num(reported)}), and its two-tower model scores {_num(metric)} on the "
-        f"study's own metric (the study reported {_num(metric_reported)})"
+        f"(the study reported {_num(reported)}), and its two-tower model scores {_num(metric, 4)} on the "
+        f"study's own metric (the study reported {_num(metric_reported, 4)})"
     )
     chance = results.get("study_metric_seed_chance", None)
     if _is_num(chance):
         relation = "no more than" if metric <= chance else "above"
-        text += f", {relation} the {_num(chance)} a random ranking scores"
+        text += f", {relation} the {_num(chance, 4)} a random ranking scores"
     correct = results.get("study_metric_seed_correct", None)
     if _is_num(correct):
-        text += f" (computed as the study meant it: {_num(correct)})"
+        text += f" (computed as the study meant it: {_num(correct, 4)})"
     if results.get("data_source", None) == "synthetic":
         text += (
             "; on the synthetic stand-in, which was calibrated to the study's figures, a match with "
