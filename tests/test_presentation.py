@@ -34,7 +34,9 @@ from thirtymusic_utils.book.verdicts import (
     MissingResult,
     Results,
     headline_sentence,
+    ledger_sentence,
     search_limits,
+    seed_sentence,
     study_sentence,
     ttest_sentence,
     verdict_word,
@@ -219,8 +221,10 @@ def test_search_limits_are_flagged_at_the_edge_of_a_grid():
 def test_study_and_ttest_sentences():
     study = study_sentence(_results())
     assert "HR@10 = 0.064 on this data (the study reported 0.065)" in study
-    assert "own metric (the study reported 0.003), no more than the 0.004 a random ranking" in study
-    assert "(computed as the study meant it: 0.011)." in study  # real data: no calibration note
+    assert (
+        "own metric (the study reported 0.0030), no more than the 0.0040 a random ranking" in study
+    )
+    assert "(computed as the study meant it: 0.0110)." in study  # real data: no calibration note
     synthetic = Results(
         {**_results().by_chapter, "01_user_artist_matrix": {"data_source": "synthetic"}}
     )
@@ -236,7 +240,7 @@ def test_a_missing_key_names_the_chapter_that_should_write_it():
     del results.by_chapter["07_comparison"]["paired_pvalue"]
     with pytest.raises(MissingResult, match=r"'paired_pvalue' is missing: notebooks/07_comparison"):
         headline_sentence(results)
-    # before the split into 03/07, the comparison keys of 06 stand in for the agreed ones
+    # the comparison keys chapter 06 wrote before chapter 07 existed no longer stand in
     old = Results(
         {
             "06_t_test": {
@@ -248,8 +252,33 @@ def test_a_missing_key_names_the_chapter_that_should_write_it():
             "05_training": {"hr_at_10_embedding": 0.3},
         }  # fmt: skip
     )
-    assert "level with the strongest baseline, User-kNN CF, similarity-weighted" in (
+    with pytest.raises(MissingResult, match=r"notebooks/07_comparison"):
         headline_sentence(old)
+
+
+def test_ledger_and_seed_sentences_quote_the_chapters_keys():
+    results = Results(
+        {
+            "02_collaborative_filtering": {
+                "ledger_knn_as_ran": 0.064,
+                "ledger_knn_fixed": 0.081,
+                "variance_n_seeds": 5,
+                "hr_at_10_seed_mean5": 0.062,
+                "hr_at_10_seed_sd5": 0.004,
+                "hr_at_10_seed_min5": 0.057,
+                "hr_at_10_seed_max5": 0.068,
+            },
+            "04_embeddings": {"ledger_emb_as_ran": 0.0031, "ledger_emb_fixed": 0.0420},
+            "06_t_test": {"ledger_ttest_as_ran": 3.6e-4, "ledger_ttest_fixed": None},
+        }  # fmt: skip
+    )
+    text = ledger_sentence(results)
+    assert "HR@10 0.064 as it ran to 0.081" in text and "from 0.0031 to 0.0420" in text
+    assert "p-value from 3.6e-04 to undefined" in text
+    results.by_chapter["06_t_test"]["ledger_ttest_as_ran"] = None
+    assert "and its t-test is undefined on this data (chapter 06)." in ledger_sentence(results)
+    assert "5 split seeds" in seed_sentence(results) and "(sd 0.004, from 0.057 to 0.068)" in (
+        seed_sentence(results)
     )
 
 

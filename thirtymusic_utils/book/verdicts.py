@@ -11,9 +11,12 @@ Three sentences open the book (the intro) and the conclusions page:
 Verdict words follow the statistics: "ahead of"/"behind" only when the test is significant *and* the
 interval of the difference excludes 0, else "level with" (never "best" for a tie).
 
+The conclusions page adds :func:`ledger_sentence` (the defect ledger of chapters 02, 04 and 06) and
+:func:`seed_sentence` (how far the study's kNN figure moves with the split seed).
+
 Each figure is looked up by its agreed key (``KEY_HOMES`` names the chapter that writes it); a missing
-key is an error naming that chapter, not a silent gap. ``FALLBACKS`` lists the keys used before the
-chapters were split (today's 06 wrote the comparison keys that 07 writes after the merge).
+key is an error naming that chapter, not a silent gap. ``FALLBACKS`` lists other names of the same
+figure (chapter 07 records its interval level as ``ci_level_percent_07``).
 """
 
 from __future__ import annotations
@@ -30,15 +33,24 @@ from .tables import format_pvalue
 #: The chapter that writes each key the verdicts read (agreed in the issues).
 KEY_HOMES: dict[str, str] = {
     **dict.fromkeys(
-        ["study_hr_at_10", "hr_at_10_seed", "hr_at_10_seed_id_ties", "hr_at_10_popularity"],
+        [
+            "study_hr_at_10",
+            "hr_at_10_seed",
+            "hr_at_10_seed_id_ties",
+            "hr_at_10_popularity",
+            "ledger_knn_as_ran",
+            "ledger_knn_fixed",
+            "variance_n_seeds",
+            "hr_at_10_seed_mean5",
+            "hr_at_10_seed_sd5",
+            "hr_at_10_seed_min5",
+            "hr_at_10_seed_max5",
+        ],
         "02_collaborative_filtering",
     ),
     **dict.fromkeys(
         [
             "hr_at_10_tuned",
-            "best_baseline",
-            "best_baseline_label",
-            "hr_at_10_best_baseline",
             "hr_at_10_ease",
             "hr_at_10_ials",
             "hr_at_10_item_knn",
@@ -47,7 +59,13 @@ KEY_HOMES: dict[str, str] = {
         "03_baselines",
     ),
     **dict.fromkeys(
-        ["study_metric_seed", "study_metric_seed_chance", "study_metric_seed_correct"],
+        [
+            "study_metric_seed",
+            "study_metric_seed_chance",
+            "study_metric_seed_correct",
+            "ledger_emb_as_ran",
+            "ledger_emb_fixed",
+        ],
         "04_embeddings",
     ),
     **dict.fromkeys(["hr_at_10_embedding", "val_metric_best"], "05_training"),
@@ -59,13 +77,21 @@ KEY_HOMES: dict[str, str] = {
             "study_ttest_embedding_mean",
             "study_reported_pvalue",
             "sim_fpr_study",
+            "sim_fpr_mcnemar",
             "sim_reps",
+            "ledger_ttest_as_ran",
+            "ledger_ttest_fixed",
             "test_alpha",
         ],
         "06_t_test",
     ),
     **dict.fromkeys(
         [
+            "best_baseline",
+            "best_baseline_label",
+            "hr_at_10_best_baseline",
+            "val_hr_at_10_best_baseline",
+            "hr_at_10_embedding_07",
             "embedding_vs_best_baseline_ci_low",
             "embedding_vs_best_baseline_ci_high",
             "paired_pvalue",
@@ -79,13 +105,11 @@ KEY_HOMES: dict[str, str] = {
         "07_comparison",
     ),
 }
-#: Keys that stand in for an agreed key that a chapter does not write yet (before the merge).
+#: Other names under which a chapter records the same figure.
 FALLBACKS: dict[str, tuple[str, ...]] = {
-    "embedding_vs_best_baseline_ci_low": ("hr_diff_ci_low",),
-    "embedding_vs_best_baseline_ci_high": ("hr_diff_ci_high",),
-    "best_baseline_label": ("best_baseline", "paired_cf_label"),
-    "best_baseline": ("paired_cf_model",),
-    "hr_at_10_best_baseline": (),
+    "best_baseline_label": ("best_baseline",),
+    "ci_level_percent": ("ci_level_percent_07",),
+    "hr_at_10_embedding_07": ("hr_at_10_embedding",),
 }
 _MISSING = object()
 #: The figures the original study reported (figures of the study, not of this book).
@@ -211,16 +235,16 @@ def study_sentence(results: Results) -> str:
     metric_reported = results.get("study_metric_reported", STUDY_REPORTED["study_metric_reported"])
     text = (
         f"Run as the study ran it, its user-kNN recommender reaches HR@10 = {_num(hr)} on this data "
-        f"(the study reported {_num(reported)}), and its two-tower model scores {_num(metric)} on the "
-        f"study's own metric (the study reported {_num(metric_reported)})"
+        f"(the study reported {_num(reported)}), and its two-tower model scores {_num(metric, 4)} on the "
+        f"study's own metric (the study reported {_num(metric_reported, 4)})"
     )
     chance = results.get("study_metric_seed_chance", None)
     if _is_num(chance):
         relation = "no more than" if metric <= chance else "above"
-        text += f", {relation} the {_num(chance)} a random ranking scores"
+        text += f", {relation} the {_num(chance, 4)} a random ranking scores"
     correct = results.get("study_metric_seed_correct", None)
     if _is_num(correct):
-        text += f" (computed as the study meant it: {_num(correct)})"
+        text += f" (computed as the study meant it: {_num(correct, 4)})"
     if results.get("data_source", None) == "synthetic":
         text += (
             "; on the synthetic stand-in, which was calibrated to the study's figures, a match with "
@@ -232,15 +256,28 @@ def study_sentence(results: Results) -> str:
 def ttest_sentence(results: Results, alpha: float | None = None) -> str:
     """The study's t-test on this data, and whether the paired test on the same users agrees."""
     alpha = results.get("test_alpha", 0.05) if alpha is None else alpha
-    p_t = results.get("ttest_seed_pvalue")
-    word = "significant" if significant(p_t, alpha) else "not significant"
-    text = f"The study's t-test calls the difference between its two models {word} (p = {_p(p_t)})"
+    p_t = results.get("ttest_seed_pvalue", None)
+    if _is_num(p_t):
+        word = "significant" if significant(p_t, alpha) else "not significant"
+        text = (
+            f"The study's t-test, as its code ran (each kNN subsample user checked against another "
+            f"user's hidden artist, the embedding side scored by a metric at chance), calls the "
+            f"difference between its two models {word} (p = {_p(p_t)})"
+        )
+    else:
+        text = (
+            "The study's t-test is undefined on this data (too few embedding test users for its "
+            "subsamples)"
+        )
     fpr, reps = results.get("sim_fpr_study", None), results.get("sim_reps", None)
     if _is_num(fpr) and _is_num(reps):
         text += (
-            f", but between two equally good models it declares a difference in {100 * fpr:.0f}% of "
-            f"{int(reps):,} simulated repetitions (nominal {100 * alpha:.0f}%)"
+            f"; even with both sides fixed, between two equally good models it declares a difference "
+            f"in {100 * fpr:.0f}% of {int(reps):,} simulated repetitions (nominal {100 * alpha:.0f}%)"
         )
+        fpr_pair = results.get("sim_fpr_mcnemar", None)
+        if _is_num(fpr_pair):
+            text += f", a paired McNemar test on the same users in {100 * fpr_pair:.0f}%"
     p_pair = results.get("seed_pair_pvalue_holm", None)
     if _is_num(p_pair):
         same = significant(p_pair, alpha) == significant(p_t, alpha)
@@ -259,14 +296,15 @@ def headline_sentence(results: Results, alpha: float | None = None) -> str:
     hi = results.get("embedding_vs_best_baseline_ci_high")
     p = results.get("paired_pvalue")
     baseline = results.get("best_baseline_label")
-    hr_e = results.get("hr_at_10_embedding")
+    hr_e = results.get("hr_at_10_embedding_07")
     hr_b = results.get("hr_at_10_best_baseline", None)
     level = results.get("ci_level_percent", 95.0)
     word = verdict_word(lo, hi, p, alpha)
     base = f"{baseline} (HR@10 {_num(hr_b)})" if _is_num(hr_b) else str(baseline)
     text = (
         f"The improved two-tower model (HR@10 {_num(hr_e)}) is {word} the strongest baseline, "
-        f"{base}: the {level:.0f}% interval of the difference is [{_num(lo)}, {_num(hi)}] "
+        f"{base}, chosen by validation HR@10 before any test figure was looked at: the "
+        f"{level:.0f}% interval of the difference is [{_num(lo)}, {_num(hi)}] "
         f"and McNemar's p = {_p(p)}"
     )
     p_w = results.get("paired_wilcoxon_pvalue", None)
@@ -284,6 +322,44 @@ def headline_sentence(results: Results, alpha: float | None = None) -> str:
     elif has_grids(results):
         text += ". Every tuned setting lies inside its search grid"
     return text + "."
+
+
+def _fig(v: Any, digits: int = 3, pvalue: bool = False) -> str:
+    if not _is_num(v):
+        return "undefined"
+    return _p(v) if pvalue else _num(v, digits)
+
+
+def ledger_sentence(results: Results) -> str:
+    """The defect ledger in one sentence: each model's figure as it ran and with every fix applied."""
+    p_ran = results.get("ledger_ttest_as_ran", None)
+    p_fixed = results.get("ledger_ttest_fixed", None)
+    if _is_num(p_ran) or _is_num(p_fixed):
+        ttest = (
+            f"its t-test's p-value from {_fig(p_ran, pvalue=True)} to "
+            f"{_fig(p_fixed, pvalue=True)} (chapter 06)"
+        )
+    else:
+        ttest = "its t-test is undefined on this data (chapter 06)"
+    return (
+        f"Fixing the study's departures from its own text one by one (the defect ledger) takes its "
+        f"user-kNN from HR@10 {_fig(results.get('ledger_knn_as_ran'))} as it ran to "
+        f"{_fig(results.get('ledger_knn_fixed'))} (chapter 02), its embedding model's test metric from "
+        f"{_fig(results.get('ledger_emb_as_ran'), 4)} to {_fig(results.get('ledger_emb_fixed'), 4)} "
+        f"(chapter 04), and {ttest}."
+    )
+
+
+def seed_sentence(results: Results) -> str:
+    """How far the study's kNN figure moves with the split seed (chapter 02's seed table)."""
+    n = results.get("variance_n_seeds")
+    return (
+        f"Over {int(n)} split seeds the study's user-kNN as it ran averages HR@10 "
+        f"{_num(results.get('hr_at_10_seed_mean5'))} (sd {_num(results.get('hr_at_10_seed_sd5'))}, "
+        f"from {_num(results.get('hr_at_10_seed_min5'))} to "
+        f"{_num(results.get('hr_at_10_seed_max5'))}): one split's figure, the study's included, "
+        "carries that much uncertainty from the draw of the test users alone."
+    )
 
 
 def verdicts(results: Results) -> dict[str, str]:
