@@ -136,9 +136,7 @@ class _Links(HTMLParser):
 
 #: Chapters not yet presented for readers (issue 11): their reader problems are reported as warnings,
 #: not failures. Empty this set as each chapter gets its tags, glued figures and book tables.
-PRESENTATION_PENDING: frozenset[str] = frozenset(
-    set()
-)  # fmt: skip
+PRESENTATION_PENDING: frozenset[str] = frozenset()
 #: Most lines of code a page may show outside collapsed (hide-input) or removed cells.
 VISIBLE_CODE_BUDGET = 60
 #: An absolute path of a machine (Unix home/build folders or a Windows drive).
