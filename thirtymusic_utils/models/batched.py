@@ -46,6 +46,7 @@ __all__ = [
     "auto_batch_pairs",
     "available_cores",
     "BatchedResult",
+    "TrainResult",
     "PairTable",
     "configure_threads",
     "fit_batched",
@@ -299,8 +300,8 @@ def pair_user_vectors(
 
 
 @dataclass
-class BatchedResult:
-    """What :func:`fit_batched` returns: learning curves and the best validation state (loaded)."""
+class TrainResult:
+    """What :func:`~thirtymusic_utils.models.training.fit` returns: the learning curves and the best validation state (already loaded)."""
 
     history: pd.DataFrame
     best_epoch: int
@@ -310,8 +311,6 @@ class BatchedResult:
     seconds: float
     n_examples: int
     device: str
-    threads: int
-    batch_pairs: int
 
     def summary(self) -> dict[str, Any]:
         """Flat numbers for the results JSON."""
@@ -323,6 +322,14 @@ class BatchedResult:
             "seconds": self.seconds,
             "n_examples": self.n_examples,
         }
+
+
+@dataclass
+class BatchedResult(TrainResult):
+    """What :func:`fit_batched` returns: a :class:`TrainResult` with the threads and the batch size used."""
+
+    threads: int
+    batch_pairs: int
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:

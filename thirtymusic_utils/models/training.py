@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..book.paths import artifacts_dir
-from .batched import BatchedConfig, BatchedResult, fit_batched, rank_hidden_blocks
+from .batched import BatchedConfig, BatchedResult, TrainResult, fit_batched, rank_hidden_blocks
 from .two_tower import (
     TowerConfig,
     TwoTower,
@@ -334,31 +334,6 @@ def holdout_hit_rate(
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainResult:
-    """What :func:`fit` returns: the learning curves and the best validation state (already loaded)."""
-
-    history: pd.DataFrame
-    best_epoch: int
-    best_metric: float
-    best_state: dict[str, torch.Tensor]
-    stopped_early: bool
-    seconds: float
-    n_examples: int
-    device: str
-
-    def summary(self) -> dict[str, Any]:
-        """Flat numbers for the results JSON."""
-        return {
-            "best_epoch": self.best_epoch,
-            "best_metric": self.best_metric,
-            "epochs_run": int(self.history["epoch"].max()) if len(self.history) else 0,
-            "stopped_early": int(self.stopped_early),
-            "seconds": self.seconds,
-            "n_examples": self.n_examples,
-        }
 
 
 def train_pairs(
