@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from ..evaluation.metrics import hit_ranks, ranking_metrics
 from . import ease as ease_mod
 from .item_knn import ItemKNN, prune_to_k
+from .knn import outcomes_frame as knn_outcomes_frame
 from .knn import popularity_top_n
 from .mf import BPR, IALS
 from .rp3beta import RP3beta, rp3beta_similarities
@@ -328,23 +329,7 @@ def outcomes_frame(
     user_ids: np.ndarray, artist_ids: np.ndarray, split, ranks: Mapping[str, np.ndarray]
 ) -> pd.DataFrame:
     """One row per test pair: ``user_id, artist_id, rank_<model>`` for every model of ``BASELINES``."""
-    missing = [m for m in BASELINES if m not in ranks]
-    if missing:
-        raise ValueError(f"ranks lacks models {missing}; expected all of {BASELINES}")
-    frame = pd.DataFrame(
-        {
-            "user_id": np.asarray(user_ids, dtype=np.int64)[split.test_rows],
-            "artist_id": np.asarray(artist_ids, dtype=np.int64)[split.hidden_cols],
-        }
-    )
-    for m in BASELINES:
-        r = np.asarray(ranks[m], dtype=np.int64)
-        if len(r) != split.n_test:
-            raise ValueError(
-                f"ranks[{m!r}] has {len(r)} values, the split {split.n_test} test users"
-            )
-        frame[f"rank_{m}"] = r
-    return frame
+    return knn_outcomes_frame(user_ids, artist_ids, split, dict(ranks), models=BASELINES)
 
 
 def save_outcomes(frame: pd.DataFrame, build_dir) -> str:

@@ -766,22 +766,27 @@ def best_setting(table: pd.DataFrame, n: int = 10) -> tuple[int, str]:
 
 
 def outcomes_frame(
-    user_ids: np.ndarray, artist_ids: np.ndarray, split: Split, ranks: dict[str, np.ndarray]
+    user_ids: np.ndarray,
+    artist_ids: np.ndarray,
+    split: Split,
+    ranks: dict[str, np.ndarray],
+    models: Sequence[str] = MODELS,
 ) -> pd.DataFrame:
     """One row per test user: original ``user_id``, hidden ``artist_id`` and ``rank_<model>`` per model.
 
-    ``ranks`` maps each of ``MODELS`` to its hit ranks (0 = not in the top 10, else 1..10).
+    ``ranks`` maps each of ``models`` (chapter 02's ``MODELS`` by default) to its hit ranks
+    (0 = not in the top 10, else 1..10).
     """
-    missing = [m for m in MODELS if m not in ranks]
+    missing = [m for m in models if m not in ranks]
     if missing:
-        raise ValueError(f"ranks lacks models {missing}; expected all of {MODELS}")
+        raise ValueError(f"ranks lacks models {missing}; expected all of {tuple(models)}")
     frame = pd.DataFrame(
         {
             "user_id": np.asarray(user_ids, dtype=np.int64)[split.test_rows],
             "artist_id": np.asarray(artist_ids, dtype=np.int64)[split.hidden_cols],
         }
     )
-    for model in MODELS:
+    for model in models:
         r = np.asarray(ranks[model], dtype=np.int64)
         if len(r) != split.n_test:
             raise ValueError(
