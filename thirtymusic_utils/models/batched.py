@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -89,8 +89,28 @@ def configure_threads(n: int = 0) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+class ConfigDict:
+    """JSON round trip and validated copies for the training configurations (dataclasses)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (saved beside every checkpoint)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """The configuration from :meth:`to_dict`'s dict; unknown fields are an error."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed (validated again)."""
+        return type(self)(**{**asdict(self), **changes})
+
+
 @dataclass
-class BatchedConfig:
+class BatchedConfig(ConfigDict):
     """How the whole-data trainer trains; JSON-serialisable and saved beside every checkpoint.
 
     ``batch_pairs``: pairs per batch (users are packed whole, so a batch may exceed it by one user);
@@ -135,20 +155,6 @@ class BatchedConfig:
             raise ValueError(f"negative_mix must be in [0, 1], got {self.negative_mix}")
         if self.lr <= 0 or self.temperature <= 0:
             raise ValueError("lr and temperature must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BatchedConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown BatchedConfig fields {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> BatchedConfig:
-        """A copy with some fields changed (validated again)."""
-        return BatchedConfig(**{**asdict(self), **changes})
 
 
 def auto_batch_pairs(n_pairs: int, steps: int = 256, low: int = 1024, high: int = 8192) -> int:

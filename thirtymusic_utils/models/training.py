@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,14 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..book.paths import artifacts_dir
-from .batched import BatchedConfig, BatchedResult, TrainResult, fit_batched, rank_hidden_blocks
+from .batched import (
+    BatchedConfig,
+    BatchedResult,
+    ConfigDict,
+    TrainResult,
+    fit_batched,
+    rank_hidden_blocks,
+)
 from .two_tower import (
     TowerConfig,
     TwoTower,
@@ -87,7 +94,7 @@ __all__ = [
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigDict):
     """How to train; JSON-serialisable and saved beside every checkpoint.
 
     ``loss``: ``"cosine_embedding"`` (the study: ``nn.CosineEmbeddingLoss`` on ±1 targets),
@@ -137,20 +144,6 @@ class TrainConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.lr <= 0 or self.temperature <= 0:
             raise ValueError("lr and temperature must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
-        return TrainConfig(**{**asdict(self), **changes})
 
 
 #: The study's towers (pass ``n_users``/``n_artists``): Embedding(n, 10), Linear(10, 20), Sigmoid,
