@@ -1,9 +1,9 @@
 """Readers for the 30Music dataset (idomaar and CSV forms) and the HetRec 2011 Last.fm 2K folder.
 
-The 30Music ``sessions.idomaar`` file is several GB, so every file is streamed ``chunk_lines`` lines
-at a time (``.gz``, ``.bz2`` and ``.xz`` files too, decompressed on the fly), and each chunk is
-parsed in blocks of a few MB. A block first goes through a *fast path*: one compiled regex over the
-whole block checks each line against the documented canonical form, the JSON included (every key,
+The 30Music ``sessions.idomaar`` file is several GB, so every file is streamed in blocks of whole
+lines of about :data:`BLOCK_BYTES` (at most ``chunk_lines`` lines; ``.gz``, ``.bz2`` and ``.xz``
+files too, decompressed on the fly). A block is split into lines only when it needs the slow path.
+A block first goes through a *fast path*: one compiled regex over the whole block checks each line against the documented canonical form, the JSON included (every key,
 every value: an integer, a number, a string without escapes or null, as the format has them), and
 numpy turns the ids into int arrays. Whenever the fast path cannot account for every line of a block
 (a malformed line, or a legal variant such as reordered JSON keys, extra spaces or escapes), the
@@ -28,9 +28,10 @@ Nothing is lost or invented silently:
   weight cut short looks valid): that line is an error, or skipped and counted
   (``possibly_truncated_lines``). idomaar lines end in JSON and are checked like any other.
 
-On machines with 4 CPUs or more, files of at least :data:`PARALLEL_MIN_BYTES` (the full tracks and
-sessions files) have their fast path run in worker processes while the main process reads and
-counts; the result is the same (``THIRTYMUSIC_READ_WORKERS`` sets their number, 0 turns them off).
+Files of at least :data:`PARALLEL_MIN_BYTES` (the full tracks and sessions files) have their fast
+path run in worker processes (one less than the usable CPUs, at most 4), and in the main process
+whenever every worker is busy, while the main process reads and counts; the result is the same
+(``THIRTYMUSIC_READ_WORKERS`` sets their number, 0 turns them off).
 
 Memory grows with the number of distinct (user, artist) pairs, with the number of sessions (the
 per-session frame of :func:`scan_plays`) and with ``tracks.idomaar`` (the track -> artists map),
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 import lzma
 import os
@@ -52,7 +54,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from itertools import islice, repeat
+from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -360,6 +362,12 @@ def _columns(found: list[tuple[bytes, ...]], n: int) -> list[list[bytes]]:
     return [list(map(itemgetter(i), found)) for i in range(n)]
 
 
+def _n_repeats(values: np.ndarray) -> int:
+    """How many values repeat an earlier one (a sort: numpy's hashed unique is far slower)."""
+    s = np.sort(values)
+    return int(np.count_nonzero(s[1:] == s[:-1]))
+
+
 def _excl_cumsum(counts: np.ndarray) -> np.ndarray:
     out = np.zeros(len(counts), dtype=np.int64)
     if len(counts) > 1:
@@ -426,11 +434,19 @@ _HETREC_ARTIST_RE = re.compile(rb"\n" + _NUM + rb"\t([^\t\r\n]*)(?:\t[^\t\r\n]*)
 _INT_RE = re.compile(r"-?\d+", re.ASCII)
 
 
-def _blob(lines: list[bytes]) -> bytes:
-    """The chunk as one bytes object framed by newlines (see the patterns above)."""
-    if lines and lines[-1].endswith(b"\n"):
-        return b"".join([b"\n", *lines])
-    return b"".join([b"\n", *lines, b"\n"])
+def _blob(data: bytes) -> bytes:
+    """A block of whole lines framed by newlines (see the patterns above)."""
+    return b"\n" + data if data.endswith(b"\n") else b"\n" + data + b"\n"
+
+
+def _n_lines(blob: bytes) -> int:
+    """The number of lines of a framed block."""
+    return blob.count(b"\n") - 1
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """A block's lines as iterating over the file gives them (split after each LF only)."""
+    return io.BytesIO(data).readlines()
 
 
 def _utf8_ok(blob: bytes) -> bool:
@@ -765,10 +781,10 @@ def _names_ok(blob: bytes, names: list[bytes]) -> bool:
     return all(_name_utf8_ok(n) for n in names if _ESCAPED_HIGH_RE.search(n))
 
 
-def _fast_persons(lines: list[bytes], need_names: bool) -> _Named | None:
-    blob = _blob(lines)
+def _fast_persons(data: bytes, need_names: bool) -> _Named | None:
+    blob = _blob(data)
     found = _PERSON_RE.findall(blob)
-    if len(found) != len(lines) or not _utf8_ok(blob):
+    if len(found) != _n_lines(blob) or not _utf8_ok(blob):
         return None
     ids, names = _columns(found, 2)
     arr = _ints(ids)
@@ -777,10 +793,10 @@ def _fast_persons(lines: list[bytes], need_names: bool) -> _Named | None:
     return _Named(arr, names if need_names else None)
 
 
-def _fast_csv_persons(lines: list[bytes], need_names: bool) -> _Named | None:
-    blob = _blob(lines)
+def _fast_csv_persons(data: bytes, need_names: bool) -> _Named | None:
+    blob = _blob(data)
     found = _CSV_PERSON_RE.findall(blob)
-    if len(found) != len(lines) or not _utf8_ok(blob):
+    if len(found) != _n_lines(blob) or not _utf8_ok(blob):
         return None
     arr = _ints([f[0] for f in found])
     names = [f[2] for f in found]
@@ -789,10 +805,10 @@ def _fast_csv_persons(lines: list[bytes], need_names: bool) -> _Named | None:
     return _Named(arr, names if need_names else None)
 
 
-def _fast_hetrec_artists(lines: list[bytes], need_names: bool) -> _Named | None:
-    blob = _blob(lines)
+def _fast_hetrec_artists(data: bytes, need_names: bool) -> _Named | None:
+    blob = _blob(data)
     found = _HETREC_ARTIST_RE.findall(blob)
-    if len(found) != len(lines) or not _utf8_ok(blob):
+    if len(found) != _n_lines(blob) or not _utf8_ok(blob):
         return None
     arr = _ints([f[0] for f in found])
     if not _all_ok(arr):
@@ -800,10 +816,10 @@ def _fast_hetrec_artists(lines: list[bytes], need_names: bool) -> _Named | None:
     return _Named(arr, [f[1] for f in found] if need_names else None)
 
 
-def _fast_tracks(lines: list[bytes]) -> _Tracks | None:
-    blob = _blob(lines)
+def _fast_tracks(data: bytes) -> _Tracks | None:
+    blob = _blob(data)
     found = _TRACK_RE.findall(blob)
-    if len(found) != len(lines) or not _utf8_ok(blob):
+    if len(found) != _n_lines(blob) or not _utf8_ok(blob):
         return None
     tids, lists = _columns(found, 2)
     joined = b",".join(lists)
@@ -818,28 +834,47 @@ def _fast_tracks(lines: list[bytes]) -> _Tracks | None:
     return _Tracks(ids, n_art, artists)
 
 
-def _fast_sessions(lines: list[bytes]) -> _Sessions | None:
-    blob = _blob(lines)
+_PLAY_ID_OFFSET = len(b'{"type":"track","id":')
+_ID_DIGITS = np.arange(11)
+_LEFT_ALIGNED = 10.0 ** (10 - _ID_DIGITS)
+_POW10 = 10.0 ** np.arange(12)
+
+
+def _fast_sessions(data: bytes) -> _Sessions | None:
+    blob = _blob(data)
     found = _SESSION_RE.findall(blob)
-    if len(found) != len(lines):
+    # Each match spans one whole line, so every line has the pattern's braces and no others:
+    # "{" opens the numtracks object, the subjects object, the user, then one object per play,
+    # whose id starts _PLAY_ID_OFFSET bytes on. The plays and their ids are read off the bytes.
+    arr = np.frombuffer(blob, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == 10)
+    n = len(newlines) - 1
+    if len(found) != n:
         return None
     sids, stamps, numtracks, users = _columns(found, 4)
-    # The pattern admits '"track","id":' only at the start of an object, followed by its id.
-    n_plays = np.fromiter(
-        map(bytes.count, lines, repeat(_TRACK_ID)), dtype=np.int64, count=len(lines)
-    )
-    tracks = _TRACK_ID_RE.findall(blob)
-    sid_arr, user_arr, track_arr = _ints(sids), _ints(users), _ints(tracks)
-    if len(track_arr) != int(n_plays.sum()) or not _all_ok(sid_arr, user_arr, track_arr):
+    braces = np.flatnonzero(arr == 123)
+    first = np.searchsorted(braces, newlines)  # each line's first brace
+    n_plays = np.diff(first) - 3
+    play = np.ones(len(braces), dtype=bool)
+    for k in range(3):
+        play[first[:-1] + k] = False
+    starts = braces[play] + _PLAY_ID_OFFSET
+    window = arr[starts[:, None] + _ID_DIGITS] - np.uint8(48)  # a JSON id and its ","
+    width = np.argmin(window <= 9, axis=1)  # the pattern puts "," within 11 bytes
+    digits = np.where(_ID_DIGITS < width[:, None], window, 0).astype(np.float64)
+    # left-aligned digits as one number, then shifted right: exact, all below 2**53
+    tracks = ((digits * _LEFT_ALIGNED).sum(axis=1) // _POW10[11 - width]).astype(np.int64)
+    sid_arr, user_arr = _ints(sids), _ints(users)
+    if not _all_ok(sid_arr, user_arr, tracks):
         return None
     mismatch = int(np.count_nonzero(_ints(numtracks) != n_plays))
-    return _Sessions(sid_arr, _ints(stamps), user_arr, n_plays, track_arr, mismatch)
+    return _Sessions(sid_arr, _ints(stamps), user_arr, n_plays, tracks, mismatch)
 
 
-def _fast_csv_sessions(lines: list[bytes]) -> _Sessions | None:
-    blob = _blob(lines)
+def _fast_csv_sessions(data: bytes) -> _Sessions | None:
+    blob = _blob(data)
     found = _CSV_SESSION_RE.findall(blob)
-    if len(found) != len(lines) or not _utf8_ok(blob):
+    if len(found) != _n_lines(blob) or not _utf8_ok(blob):
         return None
     sids, users, stamps, quoted, plain = _columns(found, 5)
     lists = [q or p for q, p in zip(quoted, plain, strict=True)]
@@ -858,9 +893,10 @@ def _fast_csv_sessions(lines: list[bytes]) -> _Sessions | None:
     return _Sessions(sid_arr, _ints(stamps), user_arr, n_items, items)
 
 
-def _fast_hetrec_plays(lines: list[bytes]) -> _Weights | None:
-    found = _HETREC_PLAY_RE.findall(_blob(lines))
-    if len(found) != len(lines):
+def _fast_hetrec_plays(data: bytes) -> _Weights | None:
+    blob = _blob(data)
+    found = _HETREC_PLAY_RE.findall(blob)
+    if len(found) != _n_lines(blob):
         return None
     u, a, w = _columns(found, 3)
     users, artists, weights = _ints(u), _ints(a), _ints(w)
@@ -909,7 +945,7 @@ def _build_weights(recs: list[tuple[int, int, int]]) -> _Weights:
 class _Source:
     key: str  # the report's per-file key
     path: Path
-    fast: Callable[[list[bytes]], Any]
+    fast: Callable[[bytes], Any]  # a block of whole lines -> its records, or None
     slow: Callable[..., Any]  # (line, strict=True) -> record, or raises _LineError
     build: Callable[[list], Any]
     header: str | None = None  # expected header line (compared case-insensitively)
@@ -938,19 +974,23 @@ def _check_header(src: _Source, line: bytes) -> None:
 
 
 BLOCK_BYTES = 4 << 20
-"""The fast path works on blocks of about this many bytes, so that its passes stay in cache."""
+"""Files are read in blocks of whole lines of about this many bytes, so that the fast path's passes
+stay in cache and the lines are never split apart unless a block needs the slow path."""
 
 
-def _blocks(lines: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
-    """Split a chunk into runs of whole lines of about BLOCK_BYTES: (offset, lines)."""
-    sizes = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)))
-    if len(lines) <= 1 or sizes[-1] <= BLOCK_BYTES:
-        yield 0, lines
+def _blocks(data: bytes, chunk_lines: int) -> Iterator[tuple[int, int, bytes]]:
+    """A run of whole lines cut into blocks of at most ``chunk_lines`` lines:
+    (offset of the first line, number of lines, bytes)."""
+    n = data.count(b"\n") + (not data.endswith(b"\n"))
+    if n <= chunk_lines:
+        yield 0, n, data
         return
-    cuts = np.searchsorted(sizes, np.arange(BLOCK_BYTES, sizes[-1], BLOCK_BYTES), side="right")
-    bounds = np.unique(np.concatenate(([0], cuts, [len(lines)])))
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        yield a, lines[a:b]
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    cuts = [0, *ends[chunk_lines - 1 :: chunk_lines].tolist()]
+    if cuts[-1] < len(data):
+        cuts.append(len(data))
+    for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        yield i * chunk_lines, min(chunk_lines, n - i * chunk_lines), data[lo:hi]
 
 
 @dataclass
@@ -993,7 +1033,7 @@ _NOT_RUN = object()  # the fast path has not been tried on a block yet
 
 def _parse_block(
     src: _Source,
-    lines: list[bytes],
+    data: bytes,
     start: int,
     report: ReadReport,
     errors: str,
@@ -1005,11 +1045,12 @@ def _parse_block(
     result = fast
     if result is _NOT_RUN:
         try:
-            result = src.fast(lines)
+            result = src.fast(data)
         except Exception:  # defensive: the slow path has the last word
             result = None
     if result is not None:
         return result
+    lines = _split_lines(data)
     report.slow_path_lines += len(lines)
     recs = []
     for i, line in enumerate(lines):
@@ -1097,33 +1138,53 @@ def _sniff(path: Path) -> None:
         raise DataFormatError(path, None, f"cannot be read as text: it holds {what}{advice}")
 
 
-def _read_lines(f: IO[bytes], n: int, src: _Source, lineno: int) -> list[bytes]:
+def _stream_error(src: _Source, lineno: int, e: Exception) -> DataFormatError:
+    return DataFormatError(
+        src.path,
+        lineno + 1,
+        f"the {_compression(src.path)} data is corrupt or cut short after line {lineno} ({e})",
+    )
+
+
+def _read_first_line(f: IO[bytes], src: _Source) -> bytes:
     try:
-        return list(islice(f, n))
+        return f.readline()
     except _STREAM_ERRORS as e:
         if _compression(src.path) is None:
             raise
-        raise DataFormatError(
-            src.path,
-            lineno + 1,
-            f"the {_compression(src.path)} data is corrupt or cut short after line {lineno} ({e})",
-        ) from None
+        raise _stream_error(src, 0, e) from None
+
+
+def _read_block(f: IO[bytes], src: _Source, lineno: int) -> bytes:
+    """About BLOCK_BYTES of whole lines (the last line of the file may lack its newline)."""
+    try:
+        data = f.read(BLOCK_BYTES)
+        if data and not data.endswith(b"\n"):
+            data += f.readline()
+        return data
+    except _STREAM_ERRORS as e:
+        if _compression(src.path) is None:
+            raise
+        raise _stream_error(src, lineno, e) from None
 
 
 PARALLEL_MIN_BYTES = 256 << 20
 """Files at least this large (``tracks.idomaar``, the sessions) have their fast path run in worker
-processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: one less than the CPUs, at most 4, and
-none below 4 CPUs; 0 turns it off). The main process reads, numbers the lines, falls back to the slow path and counts, in file
-order, so the result is the same."""
+processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: one less than the CPUs this process may
+use, at most 4; 0 turns them off). The main process reads, runs the fast path itself on the blocks
+that come while every worker is busy, falls back to the slow path and counts, in file order, so
+the result is the same."""
 
 
 def _read_workers() -> int:
     setting = os.environ.get("THIRTYMUSIC_READ_WORKERS", "").strip()
     if setting:
         return max(0, int(setting))
-    cpus = os.cpu_count() or 1
-    # with fewer than 4 CPUs the one worker would compete with the main process: none
-    return min(4, cpus - 1) if cpus >= 4 else 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(4, cpus - 1))
 
 
 @contextmanager
@@ -1148,17 +1209,31 @@ def _fast_pool(src: _Source, size: int) -> Iterator[tuple[Any, int]]:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _fast_joined(fast: Callable[[list[bytes]], Any], data: bytes) -> Any:
-    """In a worker: the fast path of a block sent as one bytes object (cheap to pickle). A bare CR
-    splits a line in two here, which makes the fast path decline the block (too few matches)."""
-    return fast(data.splitlines(keepends=True))
-
-
-def _submit(pool: Any, fast: Callable, block: list[bytes]) -> Any:
+def _submit(pool: Any, fast: Callable, block: bytes) -> Any:
     try:
-        return pool.submit(_fast_joined, fast, b"".join(block))
+        return pool.submit(fast, block)
     except Exception:  # a broken pool: the main process runs the fast path itself
         return None
+
+
+class _Done:
+    """A block whose fast path this process ran itself while the workers were busy."""
+
+    def __init__(self, fast: Callable[[bytes], Any], block: bytes) -> None:
+        try:
+            self.value = fast(block)
+        except Exception:  # defensive, as in _parse_block: the slow path has the last word
+            self.value = None
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        return self.value
+
+
+def _ready(job: Any) -> bool:
+    return job is None or job.done()
 
 
 def _fast_result(future: Any) -> Any:
@@ -1200,12 +1275,13 @@ def _chunks(
         ) as bar,
         _fast_pool(src, size) as (pool, workers),
     ):
-        pending: deque[tuple[Any, list[bytes], int]] = deque()
+        pending: deque[tuple[Any, bytes, int]] = deque()
         ahead = 2 * workers
 
         def settle(keep: int) -> Iterator[Any]:
-            """Parse (in file order) the blocks sent to the workers, leaving ``keep`` in flight."""
-            while len(pending) > keep:
+            """Parse (in file order) the blocks sent to the workers, leaving ``keep`` in flight
+            (-1: only those already done)."""
+            while len(pending) > max(keep, 0) and (keep >= 0 or _ready(pending[0][0])):
                 future, block, start = pending.popleft()
                 part = _parse_block(src, block, start, report, errors, state, _fast_result(future))
                 state.records += len(part)
@@ -1213,42 +1289,48 @@ def _chunks(
 
         lineno = 0
         if src.header is not None:
-            first = _read_lines(f, 1, src, 0)
+            first = _read_first_line(f, src)
             lineno = 1
             if not first:
                 raise DataFormatError(
                     src.path, 1, f"file is empty; expected the header {src.header!r}"
                 )
-            _check_header(src, first[0])
+            _check_header(src, first)
         pos = raw.tell()
         while True:
-            lines = _read_lines(f, chunk_lines, src, lineno)
-            if not lines:
+            data = _read_block(f, src, lineno)
+            if not data:
                 break
-            if lineno == 0 and lines[0].startswith(b"\xef\xbb\xbf"):
-                lines[0] = lines[0][3:]
+            if lineno == 0 and data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
             last = None  # the file's last line, when it has no newline and may be cut short
-            if src.may_be_cut is not None and not lines[-1].endswith(b"\n"):
-                if lines[-1].strip(_TRIM) and src.may_be_cut(lines[-1]):
-                    last = lines.pop()
-            for offset, block in _blocks(lines) if lines else ():
+            if src.may_be_cut is not None and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                if data[cut:].strip(_TRIM) and src.may_be_cut(data[cut:]):
+                    data, last = data[:cut], data[cut:]
+            n_lines = 0
+            for offset, n_lines_block, block in _blocks(data, chunk_lines) if data else ():
+                n_lines += n_lines_block
                 if pool is not None:
-                    pending.append((_submit(pool, src.fast, block), block, lineno + offset + 1))
-                    yield from settle(ahead)
+                    yield from settle(-1)
+                    # with every worker busy, this process runs the fast path on the block itself
+                    busy = sum(not isinstance(job, _Done) for job, _, _ in pending) >= ahead
+                    job = _Done(src.fast, block) if busy else _submit(pool, src.fast, block)
+                    pending.append((job, block, lineno + offset + 1))
                     continue
                 part = _parse_block(src, block, lineno + offset + 1, report, errors, state)
                 state.records += len(part)
                 yield part
             if last is not None:
                 yield from settle(0)
-                n = lineno + len(lines) + 1
-                if len(_parse_block(src, [last], n, report, errors, state)):  # else skipped
+                n = lineno + n_lines + 1
+                if len(_parse_block(src, last, n, report, errors, state)):  # else skipped
                     if errors == "raise":
                         raise DataFormatError(src.path, n, _CUT_REASON)
                     report.possibly_truncated_lines += 1
                     _skip(src, report, state, n, _CUT_REASON)
-                lines.append(last)
-            lineno += len(lines)
+                n_lines += 1
+            lineno += n_lines
             now = raw.tell()
             bar.update(now - pos)
             pos = now
@@ -1417,7 +1499,7 @@ def _persons_source(folder: Path, layout: str, names: bool) -> _Source:
         return _Source(
             "persons",
             _path(folder, LAYOUT_FILES["idomaar"][0]),
-            lambda lines: _fast_persons(lines, names),
+            lambda data: _fast_persons(data, names),
             _slow_person,
             lambda recs: _build_named(recs, names),
         )
@@ -1425,7 +1507,7 @@ def _persons_source(folder: Path, layout: str, names: bool) -> _Source:
         return _Source(
             "persons",
             _path(folder, LAYOUT_FILES["csv"][0]),
-            lambda lines: _fast_csv_persons(lines, names),
+            lambda data: _fast_csv_persons(data, names),
             _slow_csv_person,
             lambda recs: _build_named(recs, names),
             header=_CSV_PERSONS_HEADER,
@@ -1435,7 +1517,7 @@ def _persons_source(folder: Path, layout: str, names: bool) -> _Source:
     return _Source(
         "artists",
         _path(folder, "artists.dat"),
-        lambda lines: _fast_hetrec_artists(lines, names),
+        lambda data: _fast_hetrec_artists(data, names),
         _slow_hetrec_artist,
         lambda recs: _build_named(recs, names),
         header=_HETREC_ARTISTS_HEADER,
@@ -1482,7 +1564,7 @@ def _scan_sessions(
             for k, v in cols.items()
         }
     )
-    report.duplicate_session_ids = len(sessions) - len(np.unique(sessions["session_id"].to_numpy()))
+    report.duplicate_session_ids = _n_repeats(sessions["session_id"].to_numpy())
     return pairs, sessions
 
 
