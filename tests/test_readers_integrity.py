@@ -616,3 +616,49 @@ def test_worker_processes_give_the_same_result(
     assert 0 < got_counts.pop("slow_path_lines") < 50  # only the bad line's block went slow
     want_counts.pop("slow_path_lines")
     assert got_counts == want_counts
+
+
+class _NeverDone:
+    """A worker's future that is never done before it is asked for: the main process must then
+    run the fast path on the blocks that follow it."""
+
+    def __init__(self, fast, block: bytes) -> None:
+        self.fast, self.block = fast, block
+
+    def done(self) -> bool:
+        return False
+
+    def result(self):
+        return self.fast(self.block)
+
+
+def test_blocks_the_main_process_takes_while_the_worker_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the worker always busy, the main process parses the later blocks itself: the same plays,
+    sessions and counts, in file order."""
+    folder = small_idomaar(tmp_path / "d", n_tracks=400)
+    path = folder / "relations" / "sessions.idomaar"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[120] = lines[120].replace(b'"id":', b'"id":x', 1)
+    path.write_bytes(b"".join(lines))
+    expected = scan_plays(folder, errors="skip")
+    taken = []
+
+    class CountingDone(readers._Done):
+        def __init__(self, fast, block: bytes) -> None:
+            taken.append(len(block))
+            super().__init__(fast, block)
+
+    monkeypatch.setattr(readers, "PARALLEL_MIN_BYTES", 10_000)
+    monkeypatch.setenv("THIRTYMUSIC_READ_WORKERS", "1")
+    monkeypatch.setattr(readers, "_submit", lambda pool, fast, block: _NeverDone(fast, block))
+    monkeypatch.setattr(readers, "_Done", CountingDone)
+    with block_bytes(2000):
+        got = scan_plays(folder, errors="skip")
+    assert len(taken) > 10  # most blocks were the main process's own
+    pd.testing.assert_frame_equal(got.plays, expected.plays)
+    pd.testing.assert_frame_equal(got.sessions, expected.sessions)
+    got_counts, want_counts = got.report.as_dict(), expected.report.as_dict()
+    got_counts.pop("slow_path_lines"), want_counts.pop("slow_path_lines")
+    assert got_counts == want_counts and got.report.skipped_lines == 1
