@@ -117,8 +117,8 @@ bench: $(STAMP) ## Time and measure memory of the pipeline on PROFILE=full (writ
 lab: $(STAMP) ## Open JupyterLab on the notebooks with the project's kernel
 	$(BIN)/jupyter lab notebooks
 
-lab-check: $(STAMP) ## Check make lab: a Jupyter server on the project's kernel runs chapter 01 with its defaults
-	$(BIN)/python -m pytest tests/test_book_lab.py -m slow $(PYTEST_ARGS)
+lab-check: $(STAMP) ## Check make lab: a Jupyter server on the project's kernel runs chapter 01 with its literal defaults
+	THIRTYMUSIC_LAB_PROFILE=default $(BIN)/python -m pytest tests/test_book_lab.py -m slow $(PYTEST_ARGS)
 
 clean: ## Remove the build folder (executed notebooks, artifacts, the book; keeps .venv)
 	rm -rf $(BUILD_DIR)
