@@ -27,6 +27,7 @@ from thirtymusic_utils.models.batched import (
     auto_batch_pairs,
     configure_threads,
     fit_batched,
+    keep_freed_memory,
     pair_table,
     pair_user_vectors,
     rank_hidden_blocks,
@@ -335,6 +336,16 @@ def test_auto_batch_pairs_and_threads():
         torch.set_num_threads(before)
 
 
+def test_threads_wait_passively_unless_told_and_freed_memory_is_kept():
+    code = "import os, thirtymusic_utils; print(os.environ['OMP_WAIT_POLICY'])"
+    for env, want in (({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env},
+                             check=True)  # fmt: skip
+        assert out.stdout.strip() == want
+    assert keep_freed_memory() is (sys.platform == "linux")
+
+
 def test_run_improved_uses_the_batched_trainer():
     counts = planted(n_per_group=60, n_artists_per_group=24, seed=5)
     from thirtymusic_utils.evaluation.protocol import holdout_split
@@ -372,8 +383,9 @@ def test_score_top_k_matches_the_unblocked_top_n(block_bytes):
         assert (got[i] >= 0).sum() == min(6, len(unheard))
 
 
+@pytest.mark.parametrize("early_exit", [True, False])
 @pytest.mark.parametrize("tiles", [(1, 1), (3, 5), (128, 4096)])
-def test_rank_hidden_blocks_is_the_rank_in_the_top_k(tiles):
+def test_rank_hidden_blocks_is_the_rank_in_the_top_k(tiles, early_exit):
     """The counted rank equals the position of the hidden artist in the top k of the unheard artists
     (``hit_ranks`` of ``score_top_k``), for any tiling; a hidden artist that is heard is a miss."""
     from thirtymusic_utils.evaluation.metrics import hit_ranks
@@ -385,7 +397,7 @@ def test_rank_hidden_blocks_is_the_rank_in_the_top_k(tiles):
     hidden = rng.integers(0, 23, 40)
     for k in (1, 5, 23):
         got = rank_hidden_blocks(model, rows, hidden, counts, k, block_rows=tiles[0],
-                                 block_cols=tiles[1])  # fmt: skip
+                                 block_cols=tiles[1], early_exit=early_exit)  # fmt: skip
         want = hit_ranks(score_top_k(model, rows, counts, k), hidden)
         assert np.array_equal(got, want), k
     heard = counts[rows, hidden].A1 > 0

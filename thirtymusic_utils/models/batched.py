@@ -57,6 +57,7 @@ __all__ = [
     "RowAdam",
     "configure_threads",
     "fit_batched",
+    "keep_freed_memory",
     "pair_table",
     "pair_user_vectors",
     "rank_hidden_blocks",
@@ -90,6 +91,26 @@ def configure_threads(n: int = 0) -> int:
         n = available_cores()
     torch.set_num_threads(n)
     return n
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 2**30) -> bool:
+    """Ask glibc's allocator to keep freed blocks for reuse (``mallopt``): a training step allocates
+    and frees tensors of a few MB, which glibc would otherwise hand back to the kernel and fault in
+    again, zeroed, at every step (costly in a virtual machine). Returns False where there is no glibc.
+    The process keeps up to ``trim_threshold`` bytes of freed memory for reuse."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+    return ok and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -712,6 +733,7 @@ def _fit(
     progress: bool,
 ) -> BatchedResult:
     start = time.perf_counter()
+    keep_freed_memory()
     model = model.to(dev)
     pairs = pair_table(counts, model, config.pair_weighting, dev)
     if pairs.n_pairs == 0:
@@ -856,16 +878,20 @@ def rank_hidden_blocks(
     k: int = 10,
     *,
     device: str | torch.device | None = None,
-    block_rows: int = 128,
+    block_rows: int = 256,
     block_cols: int = 4096,
+    early_exit: bool = True,
 ) -> np.ndarray:
     """Rank (1..k) of each row's hidden artist among the artists not in ``exclude``'s row, 0 = a miss
     (beyond ``k``, or the hidden artist is excluded): chapter 02's ranks, ``hit_ranks`` of the top ``k``.
 
     No top-k is kept: the rank is one plus the number of unheard artists that score above the hidden
     one (ties: a lower column ranks first), counted in tiles of ``block_rows`` users x ``block_cols``
-    artists (one matrix product and one comparison per tile, small enough to stay in cache); the heard
-    artists that score above it are then subtracted, from the rows' sparse entries.
+    artists (one matrix product and one comparison per tile, small enough to stay in cache), the
+    heard artists of the tile that score above it subtracted (read from the tile at the rows' sparse
+    entries). With ``early_exit`` a row leaves as soon as ``k`` unheard artists score above its hidden
+    one (a miss, whatever the rest of the columns hold), so the cost falls with the share of misses;
+    without it every tile is scored (the cost of an all-hit block, independent of the weights).
     """
     rows = np.asarray(rows, dtype=np.int64)
     hidden_cols = np.asarray(hidden_cols, dtype=np.int64)
@@ -882,38 +908,62 @@ def rank_hidden_blocks(
     cosine = model.config.similarity == "cosine"
     a = model.artist_vectors()
     a = (F.normalize(a, dim=-1) if cosine else a).contiguous()
+    n_tiles = -(-n_art // block_cols)
     out = np.zeros(len(rows), dtype=np.int64)
     for s0 in range(0, len(rows), block_rows):
         blk = rows[s0 : s0 + block_rows]
+        nb = len(blk)
         h = torch.as_tensor(hidden_cols[s0 : s0 + block_rows], device=dev)
         u = model.user_vectors(torch.as_tensor(blk, device=dev))
         u = (F.normalize(u, dim=-1) if cosine else u).contiguous()
         s_h = (u * a[h]).sum(-1)
         # "> s_down" is ">= s_h": the threshold for artists left of the hidden one (ties rank first)
         s_down = torch.nextafter(s_h, torch.full_like(s_h, -math.inf))
-        above = torch.zeros(len(blk), dtype=torch.int64, device=dev)
-        for c0 in range(0, n_art, block_cols):
-            c1 = min(n_art, c0 + block_cols)
-            tile = u @ a[c0:c1].T
-            thr = torch.where(h >= c1, s_down, s_h)
-            above += (tile > thr.unsqueeze(1)).sum(1)
-            inside = torch.nonzero((h >= c0) & (h < c1)).squeeze(1)
+        # the block's heard entries, grouped by tile
+        sub = ex[blk]
+        hr = torch.as_tensor(_row_of_entry(sub), device=dev)
+        hc = torch.as_tensor(sub.indices.astype(np.int64), device=dev)
+        heard_hidden = torch.bincount(hr[hc == h[hr]], minlength=nb) > 0
+        keep = hc != h[hr]
+        hr, hc = hr[keep], hc[keep]
+        order = torch.argsort(hc // block_cols, stable=True)
+        hr, hc = hr[order], hc[order]
+        bounds = torch.searchsorted(
+            hc, torch.arange(0, n_tiles + 1, device=dev) * block_cols
+        ).tolist()
+        above = torch.zeros(nb, dtype=torch.int64, device=dev)
+        active = torch.nonzero(~heard_hidden).squeeze(1)
+        pos = torch.full((nb,), -1, dtype=torch.int64, device=dev)
+        for j in range(n_tiles):
+            if len(active) == 0:
+                break
+            c0, c1 = j * block_cols, min(n_art, (j + 1) * block_cols)
+            ha, sa = h[active], s_h[active]
+            tile = u[active] @ a[c0:c1].T
+            thr = torch.where(ha >= c1, s_down[active], sa)
+            cnt = torch.gt(tile, thr.unsqueeze(1)).sum(1, dtype=torch.int32).to(torch.int64)
+            inside = torch.nonzero((ha >= c0) & (ha < c1)).squeeze(1)
             if len(inside):  # rows whose hidden artist is in this tile: ties left of it, and itself
                 t_in = tile[inside]
-                hc = (h[inside] - c0).unsqueeze(1)
+                hcol = (ha[inside] - c0).unsqueeze(1)
                 cols = torch.arange(c1 - c0, device=dev).unsqueeze(0)
-                ties = (t_in == s_h[inside].unsqueeze(1)) & (cols < hc)
-                own = t_in.gather(1, hc).squeeze(1) > s_h[inside]
-                above[inside] += ties.sum(1) - own.to(torch.int64)
-        # heard artists above the hidden one were counted: subtract them
-        sub = ex[blk]
-        r = torch.as_tensor(_row_of_entry(sub), device=dev)
-        c = torch.as_tensor(sub.indices.astype(np.int64), device=dev)
-        s_heard = (u[r] * a[c]).sum(-1)
-        ahead = torch.where(c < h[r], s_heard >= s_h[r], s_heard > s_h[r]) & (c != h[r])
-        above -= torch.bincount(r[ahead], minlength=len(blk))
-        heard_hidden = torch.bincount(r[c == h[r]], minlength=len(blk)) > 0
+                ties = (t_in == sa[inside].unsqueeze(1)) & (cols < hcol)
+                own = t_in.gather(1, hcol).squeeze(1) > sa[inside]
+                cnt[inside] += ties.sum(1) - own.to(torch.int64)
+            lo, hi = bounds[j], bounds[j + 1]
+            if hi > lo:  # heard artists of the tile that were counted
+                pos[active] = torch.arange(len(active), device=dev)
+                p = pos[hr[lo:hi]]
+                ok = p >= 0
+                p, c = p[ok], hc[lo:hi][ok]
+                vals = tile[p, c - c0]
+                ahead = torch.where(c < ha[p], vals >= sa[p], vals > sa[p])
+                cnt -= torch.bincount(p[ahead], minlength=len(active))
+                pos[active] = -1
+            above[active] += cnt
+            if early_exit:
+                active = active[above[active] < k]
         rank = above + 1
         rank = torch.where((rank <= k) & ~heard_hidden, rank, torch.zeros_like(rank))
-        out[s0 : s0 + len(blk)] = rank.cpu().numpy()
+        out[s0 : s0 + nb] = rank.cpu().numpy()
     return out
