@@ -81,7 +81,12 @@ def available_cores() -> int:
 
 def configure_threads(n: int = 0) -> int:
     """Set torch's CPU threads and return the number: ``n``; when ``n <= 0``, ``OMP_NUM_THREADS`` if
-    set, else every core this process may use (``os.sched_getaffinity``)."""
+    set, else every core this process may use (``os.sched_getaffinity``).
+
+    On cores shared with other processes, more threads only pay when they wait passively
+    (``OMP_WAIT_POLICY=PASSIVE``, which importing :mod:`thirtymusic_utils` sets unless set, but only
+    takes effect when that import comes before torch's): with spinning threads a two-thread epoch ran
+    about four times slower than a one-thread one on a loaded machine."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if n and n > 0:
         n = int(n)
