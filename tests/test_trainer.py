@@ -4,6 +4,7 @@ planted structure, determinism, checkpoints, block scoring and a memory cap."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -18,15 +19,19 @@ from hypothesis import strategies as st
 
 from thirtymusic_utils.models.batched import (
     BatchedConfig,
+    RowAdam,
     _batch_loss,
     _epoch_batches,
+    _positive_hits,
     _sampler,
     auto_batch_pairs,
     configure_threads,
     fit_batched,
+    keep_freed_memory,
     pair_table,
     pair_user_vectors,
     rank_hidden_blocks,
+    sampled_softmax_loss,
     score_top_k,
 )
 from thirtymusic_utils.models.training import (
@@ -248,7 +253,7 @@ def test_batch_loss_matches_a_brute_force_sampled_softmax():
     q, logq = _sampler(pairs, 9, cfg, torch.device("cpu"))
     users = torch.arange(6)
     with torch.no_grad():
-        got, n = _batch_loss(model, users, pairs, cfg, q, logq, torch.Generator().manual_seed(7))
+        got, n, _ = _batch_loss(model, users, pairs, cfg, q, logq, torch.Generator().manual_seed(7))
         neg = torch.multinomial(q, 20, replacement=True, generator=torch.Generator().manual_seed(7))
         x, artists, w, _ = pair_user_vectors(model, users, pairs)
         u = torch.nn.functional.normalize(x, dim=-1)
@@ -264,6 +269,62 @@ def test_batch_loss_matches_a_brute_force_sampled_softmax():
     assert float(got) == pytest.approx(want, rel=1e-5)
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1), st.integers(1, 40), st.integers(1, 12), st.sampled_from([1, 3, 64])
+)
+def test_blocked_sampled_softmax_matches_autograd(seed, n, m, block):
+    """The fused loss (gradient computed in the forward pass, rows in blocks) against the plain
+    formula through autograd, in float64, with positives among the shared negatives masked."""
+    g = torch.Generator().manual_seed(seed)
+    artists = torch.randint(0, 6, (n,), generator=g)
+    neg = torch.randint(0, 6, (m,), generator=g)
+    u, ap = (
+        torch.randn(n, 5, generator=g, dtype=torch.float64),
+        torch.randn(n, 5, generator=g, dtype=torch.float64),
+    )
+    an = torch.randn(m, 5, generator=g, dtype=torch.float64)
+    bias = torch.randn(m, generator=g, dtype=torch.float64)
+    c = torch.rand(n, generator=g, dtype=torch.float64)
+    r, col = _positive_hits(neg, artists)
+    assert sorted(zip(r.tolist(), col.tolist(), strict=True)) == [
+        (i, j) for i in range(n) for j in range(m) if int(neg[j]) == int(artists[i])
+    ]
+    leaves = [t.clone().requires_grad_() for t in (u, ap, an)]
+    got = sampled_softmax_loss(*leaves, bias, c, 2.5, r, col, block=block)
+    got.backward()
+    ref = [t.clone().requires_grad_() for t in (u, ap, an)]
+    s_neg = 2.5 * ref[0] @ ref[2].T + bias
+    s_neg = s_neg.masked_fill(neg.unsqueeze(0) == artists.unsqueeze(1), -math.inf)
+    s_pos = 2.5 * (ref[0] * ref[1]).sum(-1)
+    want = (c * (torch.logsumexp(torch.cat([s_pos[:, None], s_neg], 1), 1) - s_pos)).sum()
+    want.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-10)
+    for a, b in zip(leaves, ref, strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-10)
+
+
+def test_row_adam_is_sparse_adam_on_the_rows_read():
+    """RowAdam given the gathered rows' gradient makes SparseAdam's steps (lazy moments, one step
+    count per table), rows never read untouched."""
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(20, 4, generator=g)
+    a, b = torch.nn.Parameter(w0.clone()), w0.clone()
+    sparse_adam, row_adam = torch.optim.SparseAdam([a], lr=0.05), RowAdam(lr=0.05)
+    for _ in range(6):
+        idx = torch.randint(0, 12, (15,), generator=g)  # rows 12.. are never read
+        target = torch.randn(15, 4, generator=g)
+        sparse_adam.zero_grad()
+        (torch.nn.functional.embedding(idx, a, sparse=True) * target).sum().backward()
+        sparse_adam.step()
+        rows, inv = torch.unique(idx, return_inverse=True)
+        sub = b.index_select(0, rows).requires_grad_()
+        (torch.nn.functional.embedding(inv, sub) * target).sum().backward()
+        row_adam.step(b, rows, sub.grad)
+    assert torch.allclose(a.detach(), b, atol=1e-6)
+    assert torch.equal(b[12:], w0[12:])
+
+
 def test_auto_batch_pairs_and_threads():
     assert auto_batch_pairs(10) == 1024 and auto_batch_pairs(10**9) == 8192
     assert auto_batch_pairs(4096 * 256) == 4096
@@ -273,6 +334,16 @@ def test_auto_batch_pairs_and_threads():
         assert configure_threads(0) >= 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_threads_wait_passively_unless_told_and_freed_memory_is_kept():
+    code = "import os, thirtymusic_utils; print(os.environ['OMP_WAIT_POLICY'])"
+    for env, want in (({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env},
+                             check=True)  # fmt: skip
+        assert out.stdout.strip() == want
+    assert keep_freed_memory() is (sys.platform == "linux")
 
 
 def test_run_improved_uses_the_batched_trainer():
@@ -310,6 +381,35 @@ def test_score_top_k_matches_the_unblocked_top_n(block_bytes):
         want = unheard[np.argsort(-s[i, unheard].numpy(), kind="stable")][:6]
         assert set(got[i][got[i] >= 0]) == set(want)
         assert (got[i] >= 0).sum() == min(6, len(unheard))
+
+
+@pytest.mark.parametrize("early_exit", [True, False])
+@pytest.mark.parametrize("tiles", [(1, 1), (3, 5), (128, 4096)])
+def test_rank_hidden_blocks_is_the_rank_in_the_top_k(tiles, early_exit):
+    """The counted rank equals the position of the hidden artist in the top k of the unheard artists
+    (``hit_ranks`` of ``score_top_k``), for any tiling; a hidden artist that is heard is a miss."""
+    from thirtymusic_utils.evaluation.metrics import hit_ranks
+
+    counts = random_counts(17, 30, 23, 0.3)
+    model = history_model(counts, seed=6).eval()
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, 30, 40)
+    hidden = rng.integers(0, 23, 40)
+    for k in (1, 5, 23):
+        got = rank_hidden_blocks(model, rows, hidden, counts, k, block_rows=tiles[0],
+                                 block_cols=tiles[1], early_exit=early_exit)  # fmt: skip
+        want = hit_ranks(score_top_k(model, rows, counts, k), hidden)
+        assert np.array_equal(got, want), k
+    heard = counts[rows, hidden].A1 > 0
+    assert heard.any() and (got[heard] == 0).all()
+    # the rank of a hit is one plus the unheard artists that score above it (brute force)
+    with torch.no_grad():
+        s = model.score_matrix(model.user_vectors(torch.as_tensor(rows)), model.artist_vectors())
+    dense = counts.toarray()
+    for i, (r, h) in enumerate(zip(rows, hidden, strict=True)):
+        if not heard[i]:
+            n_above = int(((s[i] > s[i, h]).numpy() & (dense[r] == 0)).sum())
+            assert got[i] == (n_above + 1 if n_above < 23 else 0)
 
 
 # --------------------------------------------------------------------------------------------------

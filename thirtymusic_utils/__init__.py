@@ -1,5 +1,13 @@
 """thirtymusic_utils: the tested logic behind the 30Music artist-recommendation book."""
 
+import os as _os
+
+# torch's OpenMP threads spin while they wait for work by default; on cores shared with other
+# processes a spinning thread takes the time slice of the thread that has the work, and a two-thread
+# training epoch ran many times slower than with one thread. Passive waiting (unless the caller set
+# a policy) costs a wake-up per parallel region instead. Read when torch loads, so set before.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .book.paths import artifacts_dir, load_results, save_results
 from .data.matrix import UserArtistMatrix, build_matrix, load_matrix, save_matrix
 from .data.readers import (

@@ -13,13 +13,19 @@ the user's history for every pair. This trainer is built for all of 30Music inst
   and a popularity distribution, their logits corrected by ``log(q_j N)`` (logQ correction: zero for
   the uniform part, so ``negative_mix=0`` is the pair trainer's uniform sampled softmax); a negative
   equal to a pair's positive is masked;
-- embedding gradients are sparse (``SparseAdam``): a step costs what the batch touches;
+- a step costs what the batch touches: the embedding rows a batch reads are gathered once (one
+  ``torch.unique`` per table) into a small dense tensor, the backward pass leaves a dense gradient on
+  those rows only, and :class:`RowAdam` (``SparseAdam``'s lazy update, without building or coalescing
+  a sparse gradient) writes them back;
+- the sampled-softmax loss computes its gradient in the forward pass, in blocks of rows
+  (:func:`sampled_softmax_loss`), so the pairs x negatives logits never exist whole;
 - no Python loop per example: a loop per batch only.
 
-Scoring (:func:`score_top_k`) ranks all artists for blocks of users with one matrix product per block,
+Scoring: :func:`score_top_k` ranks all artists for blocks of users with one matrix product per block,
 sets the heard artists to ``-inf`` and keeps a partial ``torch.topk``; the block size follows a memory
-budget. CUDA is used when present (:func:`resolve_device`); CPU threads come from
-:func:`configure_threads`.
+budget. :func:`rank_hidden_blocks` (the hit rate's rank of one hidden artist per user) keeps no top-k:
+it counts the unheard artists that score above the hidden one, tile by tile. CUDA is used when
+present (:func:`resolve_device`); CPU threads come from :func:`configure_threads`.
 """
 
 from __future__ import annotations
@@ -48,11 +54,14 @@ __all__ = [
     "BatchedResult",
     "TrainResult",
     "PairTable",
+    "RowAdam",
     "configure_threads",
     "fit_batched",
+    "keep_freed_memory",
     "pair_table",
     "pair_user_vectors",
     "rank_hidden_blocks",
+    "sampled_softmax_loss",
     "score_top_k",
 ]
 
@@ -72,7 +81,12 @@ def available_cores() -> int:
 
 def configure_threads(n: int = 0) -> int:
     """Set torch's CPU threads and return the number: ``n``; when ``n <= 0``, ``OMP_NUM_THREADS`` if
-    set, else every core this process may use (``os.sched_getaffinity``)."""
+    set, else every core this process may use (``os.sched_getaffinity``).
+
+    On cores shared with other processes, more threads only pay when they wait passively
+    (``OMP_WAIT_POLICY=PASSIVE``, which importing :mod:`thirtymusic_utils` sets unless set, but only
+    takes effect when that import comes before torch's): with spinning threads a two-thread epoch ran
+    about four times slower than a one-thread one on a loaded machine."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if n and n > 0:
         n = int(n)
@@ -82,6 +96,26 @@ def configure_threads(n: int = 0) -> int:
         n = available_cores()
     torch.set_num_threads(n)
     return n
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 2**30) -> bool:
+    """Ask glibc's allocator to keep freed blocks for reuse (``mallopt``): a training step allocates
+    and frees tensors of a few MB, which glibc would otherwise hand back to the kernel and fault in
+    again, zeroed, at every step (costly in a virtual machine). Returns False where there is no glibc.
+    The process keeps up to ``trim_threshold`` bytes of freed memory for reuse."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+    return ok and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,6 +279,83 @@ def _ragged(
     return _ragged_span(starts, indptr[rows + 1] - starts)
 
 
+@dataclass
+class _PairIndex:
+    """The index work of a batch of pairs (see :func:`pair_user_vectors`), before any embedding is read.
+
+    ``artists``/``weights``/``local``: per pair; ``ids``: the user of each pair (``users[local]``);
+    ``items``/``hist_w``/``hoff``: the entries' history bags (items, weights after dropout, offsets);
+    ``w_pair``: the weight the pair's own artist had in its bag (0 when not in the history).
+    """
+
+    artists: torch.Tensor
+    weights: torch.Tensor
+    local: torch.Tensor
+    ids: torch.Tensor
+    items: torch.Tensor | None = None
+    hist_w: torch.Tensor | None = None
+    hoff: torch.Tensor | None = None
+    w_pair: torch.Tensor | None = None
+
+
+def _pair_index(
+    model: TwoTower,
+    users: torch.Tensor,
+    pairs: PairTable,
+    generator: torch.Generator | None = None,
+    chunks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> _PairIndex:
+    """Pairs, history bags and the dropout draw of a batch (the random draw: one ``torch.rand``)."""
+    if chunks is None:
+        ppos, local, _ = _ragged(pairs.indptr, users)
+    else:
+        order, starts, lens = chunks
+        ppos, local, _ = _ragged_span(starts, lens)
+        ppos = order[ppos]
+    artists = pairs.artists[ppos]
+    ix = _PairIndex(artists=artists, weights=pairs.weights[ppos], local=local, ids=users[local])
+    if model.has_history:
+        hpos, _, hoff = _ragged(model.hist_indptr, users)
+        w = model.hist_weights[hpos]
+        p = model.config.history_dropout
+        if model.training and p > 0:
+            keep = torch.rand(w.shape, generator=generator, device=w.device) >= p
+            w = w * keep.to(w.dtype) / (1.0 - p)
+        # the pair's term: its weight as it entered the bag (after dropout), at its history position
+        hp = pairs.hist_pos[ppos]
+        inside = hp >= 0
+        local_h = (hoff[local] + hp - model.hist_indptr[users][local]).clamp(min=0)
+        ix.w_pair = torch.where(inside, w[local_h] if len(w) else torch.zeros_like(ix.weights), 0.0)
+        ix.items, ix.hist_w, ix.hoff = model.hist_indices[hpos], w, hoff
+    return ix
+
+
+def _pair_inputs(
+    model: TwoTower,
+    ix: _PairIndex,
+    bag: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    ids: tuple[torch.Tensor, torch.Tensor] | None,
+    sparse: bool = False,
+) -> torch.Tensor:
+    """The user-tower input per pair from the embedding rows: ``bag = (weight, rows of the history
+    items, rows of the pairs' artists)`` for the history table, ``ids = (weight, rows of the pairs'
+    users)`` for the user-id table (rows of ``weight``: the full table, or a gathered part of it)."""
+    x: torch.Tensor | None = None
+    if bag is not None:
+        weight, items, own_rows = bag
+        h = F.embedding_bag(
+            items, weight, ix.hoff, mode="sum", per_sample_weights=ix.hist_w, sparse=sparse
+        )
+        own = F.embedding(own_rows, weight, sparse=sparse)
+        assert ix.w_pair is not None
+        x = h[ix.local] - ix.w_pair.unsqueeze(1) * own
+    if ids is not None:
+        e = F.embedding(ids[1], ids[0], sparse=sparse)
+        x = e if x is None else x + e
+    assert x is not None
+    return x
+
+
 def pair_user_vectors(
     model: TwoTower,
     users: torch.Tensor,
@@ -263,41 +374,13 @@ def pair_user_vectors(
     than once). Returns ``(x, artists, weights, local)``: the tower input per pair (before the tower's
     layers), the pair's artist, its weight, and the index of its entry within ``users``.
     """
-    cfg = model.config
-    if chunks is None:
-        ppos, local, _ = _ragged(pairs.indptr, users)
-    else:
-        order, starts, lens = chunks
-        ppos, local, _ = _ragged_span(starts, lens)
-        ppos = order[ppos]
-    artists = pairs.artists[ppos]
-    weights = pairs.weights[ppos]
-    x: torch.Tensor | None = None
+    ix = _pair_index(model, users, pairs, generator, chunks)
+    bag = None
     if model.has_history:
-        hpos, hlocal, hoff = _ragged(model.hist_indptr, users)
-        items = model.hist_indices[hpos]
-        w = model.hist_weights[hpos]
-        p = cfg.history_dropout
-        if model.training and p > 0:
-            keep = torch.rand(w.shape, generator=generator, device=w.device) >= p
-            w = w * keep.to(w.dtype) / (1.0 - p)
-        bag = model.user_history
-        h = F.embedding_bag(
-            items, bag.weight, hoff, mode="sum", per_sample_weights=w, sparse=sparse
-        )
-        # the pair's term: its weight as it entered the bag (after dropout), at its history position
-        hp = pairs.hist_pos[ppos]
-        inside = hp >= 0
-        hstart = model.hist_indptr[users]
-        local_h = (hoff[local] + hp - hstart[local]).clamp(min=0)
-        w_pair = torch.where(inside, w[local_h] if len(w) else torch.zeros_like(weights), 0.0)
-        own = F.embedding(artists, bag.weight, sparse=sparse)
-        x = h[local] - w_pair.unsqueeze(1) * own
-    if cfg.user_input != "history":
-        ids = F.embedding(users[local], model.user_tower[0].weight, sparse=sparse)
-        x = ids if x is None else x + ids
-    assert x is not None
-    return x, artists, weights, local
+        assert model.user_history is not None and ix.items is not None
+        bag = (model.user_history.weight, ix.items, ix.artists)
+    ids = None if model.config.user_input == "history" else (model.user_tower[0].weight, ix.ids)
+    return _pair_inputs(model, ix, bag, ids, sparse), ix.artists, ix.weights, ix.local
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,6 +441,73 @@ def _cosine(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
+class RowAdam:
+    """Adam on the rows of embedding tables that a step read: ``torch.optim.SparseAdam``'s update
+    (lazy: a row's moments and weights move only when the row is read; one step count per table),
+    given the gradient of the gathered rows directly, so no sparse gradient is built or coalesced.
+    """
+
+    def __init__(
+        self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        self.lr, self.betas, self.eps = float(lr), betas, float(eps)
+        self.state: dict[int, dict[str, Any]] = {}
+
+    @torch.no_grad()
+    def step(
+        self,
+        weight: torch.Tensor,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        current: torch.Tensor | None = None,
+    ) -> None:
+        """Update ``weight[rows]`` (``rows`` distinct) with the gradient ``grad`` of those rows.
+
+        ``current``: ``weight[rows]`` when the caller has gathered it already (overwritten here)."""
+        st = self.state.setdefault(id(weight), {"step": 0})
+        if "moments" not in st:  # both moments of a row side by side: one gather, one scatter
+            st["moments"] = torch.zeros(
+                (weight.shape[0], 2, weight.shape[1]), dtype=weight.dtype, device=weight.device
+            )
+        st["step"] += 1
+        b1, b2 = self.betas
+        mv = st["moments"].index_select(0, rows)
+        m, v = mv[:, 0], mv[:, 1]
+        m.lerp_(grad, 1.0 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        st["moments"].index_copy_(0, rows, mv)
+        step_size = self.lr * math.sqrt(1.0 - b2 ** st["step"]) / (1.0 - b1 ** st["step"])
+        new = weight.index_select(0, rows) if current is None else current
+        new.addcdiv_(m, v.sqrt_().add_(self.eps), value=-step_size)
+        weight.index_copy_(0, rows, new)
+
+
+class _Rows:
+    """The rows of one embedding table that a batch reads, gathered once into a dense leaf tensor
+    (``sub``): the lookups index ``sub`` (``inverse``, one tensor per index set), the backward pass
+    leaves a dense gradient on it, and :class:`RowAdam` writes the update back to ``rows``."""
+
+    def __init__(self, weight: torch.Tensor, *index_sets: torch.Tensor) -> None:
+        flat = torch.cat([i.reshape(-1) for i in index_sets])
+        self.weight = weight
+        self.rows, inv = torch.unique(flat, sorted=True, return_inverse=True)
+        self.sub = weight.detach().index_select(0, self.rows).requires_grad_(True)
+        self.inverse = list(inv.split([i.numel() for i in index_sets]))
+
+
+def _draw_negatives(
+    config: BatchedConfig, n_art: int, n_pairs: int, q: torch.Tensor | None,
+    gen: torch.Generator, dev: torch.device,
+) -> torch.Tensor:  # fmt: skip
+    """The batch's negatives: one uniform artist per pair (``cosine_embedding``), else
+    ``n_negatives`` shared ones drawn from ``q`` (uniform when ``q`` is None)."""
+    if config.loss == "cosine_embedding":
+        return torch.randint(n_art, (n_pairs,), generator=gen, device=dev)
+    if q is None:
+        return torch.randint(n_art, (config.n_negatives,), generator=gen, device=dev)
+    return torch.multinomial(q, config.n_negatives, replacement=True, generator=gen)
+
+
 def _batch_loss(
     model: TwoTower,
     users: torch.Tensor,
@@ -367,54 +517,137 @@ def _batch_loss(
     logq: torch.Tensor,
     gen: torch.Generator,
     chunks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Weighted loss of one batch of users (or chunks of users' pairs), and its number of pairs."""
-    x, artists, weights, _ = pair_user_vectors(model, users, pairs, gen, sparse=True, chunks=chunks)
-    u = model.user_tower[1:](x)
+) -> tuple[torch.Tensor, int, list[_Rows]]:
+    """Weighted loss of one batch of users (or chunks of users' pairs), its number of pairs, and the
+    gathered embedding rows it read (their ``sub.grad`` holds the embedding gradients after
+    ``backward``; the tables themselves get no gradient)."""
+    ix = _pair_index(model, users, pairs, gen, chunks)
+    artists, weights = ix.artists, ix.weights
     n_art = model.config.n_artists
     dev = users.device
-    a = model.artist_tower(artists)
+    neg = _draw_negatives(config, n_art, len(artists), q, gen, dev)
+    tables: list[_Rows] = []
+    bag = ids = None
+    if model.has_history:
+        assert model.user_history is not None and ix.items is not None
+        hb = _Rows(model.user_history.weight, ix.items, artists)
+        bag = (hb.sub, hb.inverse[0], hb.inverse[1])
+        tables.append(hb)
+    if model.config.user_input != "history":
+        ub = _Rows(model.user_tower[0].weight, ix.ids)
+        ids = (ub.sub, ub.inverse[0])
+        tables.append(ub)
+    ab = _Rows(model.artist_tower[0].weight, artists, neg)
+    tables.append(ab)
+    x = _pair_inputs(model, ix, bag, ids)
+    u = model.user_tower[1:](x)
+    emb_a = F.embedding(torch.cat(ab.inverse), ab.sub)
+    a_all = model.artist_tower[1:](emb_a)
+    a, an = a_all[: len(artists)], a_all[len(artists) :]
     cosine = model.config.similarity == "cosine"
     if cosine:
-        u, a = _cosine(u), _cosine(a)
+        u, a, an = _cosine(u), _cosine(a), _cosine(an)
     s_pos = (u * a).sum(-1)
     if config.loss == "cosine_embedding":
-        neg = torch.randint(n_art, (len(artists),), generator=gen, device=dev)
-        an = model.artist_tower(neg)
-        s_neg = (u * (_cosine(an) if cosine else an)).sum(-1)
+        s_neg = (u * an).sum(-1)
         per = (1.0 - s_pos) + s_neg.clamp(min=0.0)
-        return per.sum() / (2 * len(per)), len(artists)
-    m = config.n_negatives
-    if q is None:
-        neg = torch.randint(n_art, (m,), generator=gen, device=dev)
-    else:
-        neg = torch.multinomial(q, m, replacement=True, generator=gen)
-    an = model.artist_tower(neg)
-    if cosine:
-        an = _cosine(an)
-    # logits / temperature, the negatives' corrected by log(q N), in one addmm
-    ut = u / config.temperature
-    s_neg = torch.addmm(-logq[neg].unsqueeze(0), ut, an.T)
-    # a negative that is the pair's own positive is no negative: -inf there (found by sorting)
+        return per.sum() / (2 * len(per)), len(artists), tables
+    mask_r, mask_c = _positive_hits(neg, artists)
+    loss = sampled_softmax_loss(
+        u, a, an, -logq[neg], weights / weights.sum(), 1.0 / config.temperature, mask_r, mask_c
+    )
+    return loss, len(artists), tables
+
+
+def _positive_hits(neg: torch.Tensor, artists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (pair, negative slot) where a shared negative is the pair's own positive (draws with
+    replacement repeat, so every copy), sorted by pair: found by sorting the negatives."""
+    m = len(neg)
     order = torch.argsort(neg)
     sneg = neg[order]
-    pos = torch.searchsorted(sneg, artists)
-    hit = sneg[pos.clamp(max=m - 1)] == artists
-    if bool(hit.any()):
-        rows_hit = torch.nonzero(hit).squeeze(1)
-        first = pos[rows_hit]
-        # every sampled copy of the positive (draws with replacement repeat)
-        last = torch.searchsorted(sneg, artists[rows_hit], right=True)
-        reps = last - first
-        r = torch.repeat_interleave(rows_hit, reps)
-        start = torch.repeat_interleave(first, reps)
-        off = torch.arange(len(r), device=dev) - torch.repeat_interleave(
-            torch.cumsum(reps, 0) - reps, reps
-        )
-        s_neg.index_put_((r, order[start + off]), torch.tensor(-math.inf, device=dev))
-    s_pos_t = s_pos / config.temperature
-    per = torch.logaddexp(torch.logsumexp(s_neg, dim=1), s_pos_t) - s_pos_t
-    return (per * weights).sum() / weights.sum(), len(artists)
+    first = torch.searchsorted(sneg, artists)
+    last = torch.searchsorted(sneg, artists, right=True)
+    reps = last - first
+    r = torch.repeat_interleave(torch.arange(len(artists), device=neg.device), reps)
+    start = torch.repeat_interleave(first.clamp(max=m - 1), reps)
+    off = torch.arange(len(r), device=neg.device) - torch.repeat_interleave(
+        torch.cumsum(reps, 0) - reps, reps
+    )
+    return r, order[start + off]
+
+
+class _SampledSoftmax(torch.autograd.Function):
+    """The weighted sampled-softmax loss with its gradient computed in the forward pass, in blocks of
+    rows (so a block's logits stay in cache; the pairs x negatives matrix is never whole)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        u: torch.Tensor,
+        a_pos: torch.Tensor,
+        a_neg: torch.Tensor,
+        neg_bias: torch.Tensor,
+        c: torch.Tensor,
+        inv_t: float,
+        mask_r: torch.Tensor,
+        mask_c: torch.Tensor,
+        block: int,
+    ) -> torch.Tensor:
+        n = len(u)
+        s_pos = (u * a_pos).sum(-1).mul_(inv_t)
+        grad_u = torch.empty_like(u)
+        grad_neg = torch.zeros_like(a_neg)
+        g_pos = torch.empty_like(s_pos)
+        per = torch.empty_like(s_pos)
+        bounds = torch.searchsorted(
+            mask_r, torch.arange(0, n + block, block, device=u.device).clamp(max=n)
+        ).tolist()
+        for k, b0 in enumerate(range(0, n, block)):
+            b1 = min(n, b0 + block)
+            ub = u[b0:b1]
+            logits = torch.addmm(neg_bias.unsqueeze(0), ub, a_neg.T, alpha=inv_t)
+            lo, hi = bounds[k], bounds[k + 1]
+            if hi > lo:
+                logits[mask_r[lo:hi] - b0, mask_c[lo:hi]] = -math.inf
+            sp_ = s_pos[b0:b1]
+            top = torch.maximum(logits.amax(1), sp_)
+            logits.sub_(top.unsqueeze(1)).exp_()
+            e_pos = (sp_ - top).exp_()
+            z = logits.sum(1).add_(e_pos)
+            per[b0:b1] = top + z.log() - sp_
+            coef = c[b0:b1] / z
+            logits.mul_(coef.unsqueeze(1))  # dL/d(negative logit)
+            gp = coef * e_pos - c[b0:b1]  # dL/d(positive logit)
+            g_pos[b0:b1] = gp
+            grad_u[b0:b1] = torch.addmm(gp.unsqueeze(1) * a_pos[b0:b1], logits, a_neg)
+            grad_neg.addmm_(logits.T, ub)
+        grad_u.mul_(inv_t)
+        grad_neg.mul_(inv_t)
+        grad_pos = u * (g_pos * inv_t).unsqueeze(1)
+        ctx.save_for_backward(grad_u, grad_pos, grad_neg)
+        return (per * c).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
+        grad_u, grad_pos, grad_neg = ctx.saved_tensors
+        return grad_u * grad_out, grad_pos * grad_out, grad_neg * grad_out, *([None] * 6)
+
+
+def sampled_softmax_loss(
+    u: torch.Tensor,
+    a_pos: torch.Tensor,
+    a_neg: torch.Tensor,
+    neg_bias: torch.Tensor,
+    c: torch.Tensor,
+    inv_t: float,
+    mask_r: torch.Tensor,
+    mask_c: torch.Tensor,
+    block: int = 512,
+) -> torch.Tensor:
+    """``sum_i c_i (logsumexp_j z_ij - z_i0)`` with ``z_i0 = inv_t * u_i . a_pos_i`` (the positive) and
+    ``z_ij = inv_t * u_i . a_neg_j + neg_bias_j`` (the shared negatives; ``-inf`` at ``(mask_r,
+    mask_c)``, sorted by row). Differentiable in ``u``, ``a_pos`` and ``a_neg``."""
+    return _SampledSoftmax.apply(u, a_pos, a_neg, neg_bias, c, inv_t, mask_r, mask_c, block)
 
 
 def _batches(lens: torch.Tensor, users: torch.Tensor, batch_pairs: int) -> list[torch.Tensor]:
@@ -489,16 +722,9 @@ def fit_batched(
     previous = torch.are_deterministic_algorithms_enabled()
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    embeddings = [
-        m for m in (model.user_tower[0], model.artist_tower[0]) if isinstance(m, nn.Embedding)
-    ]
     try:
-        for emb in embeddings:
-            emb.sparse = True
         return _fit(model, counts, config, validate, seed, dev, progress)
     finally:
-        for emb in embeddings:
-            emb.sparse = False
         torch.use_deterministic_algorithms(previous)
 
 
@@ -512,6 +738,7 @@ def _fit(
     progress: bool,
 ) -> BatchedResult:
     start = time.perf_counter()
+    keep_freed_memory()
     model = model.to(dev)
     pairs = pair_table(counts, model, config.pair_weighting, dev)
     if pairs.n_pairs == 0:
@@ -525,9 +752,8 @@ def _fit(
         m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
     ]
     rest = [p for p in model.parameters() if all(p is not e for e in emb_params)]
-    opts: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(emb_params, lr=config.lr)]
-    if rest:
-        opts.append(torch.optim.Adam(rest, lr=config.lr))
+    row_adam = RowAdam(lr=config.lr)
+    opts: list[torch.optim.Optimizer] = [torch.optim.Adam(rest, lr=config.lr)] if rest else []
     records: list[dict[str, Any]] = []
     best_metric, best_epoch, bad = -math.inf, 0, 0
     best_state = _state_copy(model)
@@ -538,10 +764,13 @@ def _fit(
         t0, c0 = time.perf_counter(), time.process_time()
         total, seen = 0.0, 0
         for batch, chunks in _epoch_batches(pairs, lens_all, active, config, batch_pairs, gen):
-            loss, n = _batch_loss(model, batch, pairs, config, q, logq, gen, chunks)
+            loss, n, tables = _batch_loss(model, batch, pairs, config, q, logq, gen, chunks)
             for o in opts:
                 o.zero_grad(set_to_none=True)
             loss.backward()
+            for t in tables:
+                assert t.sub.grad is not None
+                row_adam.step(t.weight, t.rows, t.sub.grad, t.sub.detach())
             for o in opts:
                 o.step()
             total += float(loss.detach()) * n
@@ -645,6 +874,7 @@ def score_top_k(
     return out
 
 
+@torch.no_grad()
 def rank_hidden_blocks(
     model: TwoTower,
     rows: np.ndarray,
@@ -653,13 +883,92 @@ def rank_hidden_blocks(
     k: int = 10,
     *,
     device: str | torch.device | None = None,
+    block_rows: int = 256,
+    block_cols: int = 4096,
+    early_exit: bool = True,
 ) -> np.ndarray:
-    """Rank (1..k) of each row's hidden artist in the model's top ``k``, 0 = miss (chapter 02's ranks)."""
-    from ..evaluation.metrics import hit_ranks
+    """Rank (1..k) of each row's hidden artist among the artists not in ``exclude``'s row, 0 = a miss
+    (beyond ``k``, or the hidden artist is excluded): chapter 02's ranks, ``hit_ranks`` of the top ``k``.
 
+    No top-k is kept: the rank is one plus the number of unheard artists that score above the hidden
+    one (ties: a lower column ranks first), counted in tiles of ``block_rows`` users x ``block_cols``
+    artists (one matrix product and one comparison per tile, small enough to stay in cache), the
+    heard artists of the tile that score above it subtracted (read from the tile at the rows' sparse
+    entries). With ``early_exit`` a row leaves as soon as ``k`` unheard artists score above its hidden
+    one (a miss, whatever the rest of the columns hold), so the cost falls with the share of misses;
+    without it every tile is scored (the cost of an all-hit block, independent of the weights).
+    """
     rows = np.asarray(rows, dtype=np.int64)
     hidden_cols = np.asarray(hidden_cols, dtype=np.int64)
     if rows.shape != hidden_cols.shape:
         raise ValueError(f"rows {rows.shape} and hidden_cols {hidden_cols.shape} must match")
-    top = score_top_k(model, rows, exclude, k, device=device)
-    return np.asarray(hit_ranks(top, hidden_cols), dtype=np.int64)
+    dev = resolve_device(device) if device is not None else model.artist_tower[0].weight.device
+    model = model.to(dev).eval()
+    n_users, n_art = model.config.n_users, model.config.n_artists
+    ex = _check_counts(exclude)
+    if ex.shape != (n_users, n_art):
+        raise ValueError(f"exclude has shape {ex.shape}, the model {(n_users, n_art)}")
+    if len(rows) and (hidden_cols.min() < 0 or hidden_cols.max() >= n_art):
+        raise ValueError(f"hidden_cols must be artist columns in [0, {n_art})")
+    cosine = model.config.similarity == "cosine"
+    a = model.artist_vectors()
+    a = (F.normalize(a, dim=-1) if cosine else a).contiguous()
+    n_tiles = -(-n_art // block_cols)
+    out = np.zeros(len(rows), dtype=np.int64)
+    for s0 in range(0, len(rows), block_rows):
+        blk = rows[s0 : s0 + block_rows]
+        nb = len(blk)
+        h = torch.as_tensor(hidden_cols[s0 : s0 + block_rows], device=dev)
+        u = model.user_vectors(torch.as_tensor(blk, device=dev))
+        u = (F.normalize(u, dim=-1) if cosine else u).contiguous()
+        s_h = (u * a[h]).sum(-1)
+        # "> s_down" is ">= s_h": the threshold for artists left of the hidden one (ties rank first)
+        s_down = torch.nextafter(s_h, torch.full_like(s_h, -math.inf))
+        # the block's heard entries, grouped by tile
+        sub = ex[blk]
+        hr = torch.as_tensor(_row_of_entry(sub), device=dev)
+        hc = torch.as_tensor(sub.indices.astype(np.int64), device=dev)
+        heard_hidden = torch.bincount(hr[hc == h[hr]], minlength=nb) > 0
+        keep = hc != h[hr]
+        hr, hc = hr[keep], hc[keep]
+        order = torch.argsort(hc // block_cols, stable=True)
+        hr, hc = hr[order], hc[order]
+        bounds = torch.searchsorted(
+            hc, torch.arange(0, n_tiles + 1, device=dev) * block_cols
+        ).tolist()
+        above = torch.zeros(nb, dtype=torch.int64, device=dev)
+        active = torch.nonzero(~heard_hidden).squeeze(1)
+        pos = torch.full((nb,), -1, dtype=torch.int64, device=dev)
+        for j in range(n_tiles):
+            if len(active) == 0:
+                break
+            c0, c1 = j * block_cols, min(n_art, (j + 1) * block_cols)
+            ha, sa = h[active], s_h[active]
+            tile = u[active] @ a[c0:c1].T
+            thr = torch.where(ha >= c1, s_down[active], sa)
+            cnt = torch.gt(tile, thr.unsqueeze(1)).sum(1, dtype=torch.int32).to(torch.int64)
+            inside = torch.nonzero((ha >= c0) & (ha < c1)).squeeze(1)
+            if len(inside):  # rows whose hidden artist is in this tile: ties left of it, and itself
+                t_in = tile[inside]
+                hcol = (ha[inside] - c0).unsqueeze(1)
+                cols = torch.arange(c1 - c0, device=dev).unsqueeze(0)
+                ties = (t_in == sa[inside].unsqueeze(1)) & (cols < hcol)
+                own = t_in.gather(1, hcol).squeeze(1) > sa[inside]
+                cnt[inside] += ties.sum(1) - own.to(torch.int64)
+            lo, hi = bounds[j], bounds[j + 1]
+            if hi > lo:  # heard artists of the tile that were counted
+                pos[active] = torch.arange(len(active), device=dev)
+                p = pos[hr[lo:hi]]
+                ok = p >= 0
+                p, c = p[ok], hc[lo:hi][ok]
+                vals = tile[p, c - c0]
+                ahead = torch.where(c < ha[p], vals >= sa[p], vals > sa[p])
+                cnt -= torch.bincount(p[ahead], minlength=len(active))
+                pos[active] = -1
+            above[active] += cnt
+            if early_exit:
+                active = active[above[active] < k]
+        rank = above + 1
+        rank = torch.where((rank <= k) & ~heard_hidden, rank, torch.zeros_like(rank))
+        out[s0 : s0 + nb] = rank.cpu().numpy()
+    return out
