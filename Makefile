@@ -14,6 +14,9 @@ BUILD_DIR ?= build
 PROFILE   ?= default
 SEED      ?= 0
 KERNEL    := thirtymusic
+# torch's OpenMP threads sleep while they wait instead of spinning: on 2 shared cores spinning threads
+# ran training 4x slower (see thirtymusic_utils/models/batched.py, configure_threads)
+export OMP_WAIT_POLICY ?= PASSIVE
 PYTEST_ARGS ?=
 
 NOTEBOOKS := 01_user_artist_matrix 02_collaborative_filtering 03_baselines 04_embeddings 05_training \
