@@ -215,6 +215,12 @@ def test_tune_and_edge_flags_on_tiny_grids():
     t = pd.DataFrame({"k": [10, 20, 40], "lam": [1.0, 1.0, 1.0], "hr_at_10": [0.1, 0.2, 0.3]})
     assert bl.edge_flags("x", t, {"k": 40}) == ["k = 40 (high edge)"]
     assert bl.edge_flags("x", t, {"k": 20}) == []
+    # a whole number read back as a float (a column with gaps) is shown as the integer it is
+    f = pd.DataFrame({"factors": [16.0, 32.0, 64.0, np.nan], "lr": [0.005, 0.01, 0.05, 0.1]})
+    assert bl.edge_flags("x", f, {"factors": 16.0, "lr": 0.005}) == [
+        "factors = 16 (low edge)",
+        "lr = 0.005 (low edge)",
+    ]
     with pytest.raises(ValueError, match="unknown model"):
         bl.build("nope", {})
 

@@ -216,6 +216,18 @@ def test_search_limits_are_flagged_at_the_edge_of_a_grid():
         "alpha reg = 500 (top of 10–500, chapter 03)",
         "k = 10 (bottom of 10–200, chapter 03)",
     ]
+    # chapter 03's own phrases for the baselines' grids are passed on, one per model
+    edges = _results(alpha_reg=100)
+    edges.by_chapter["03_baselines"]["baseline_edges"] = (
+        "iALS: regularization = 0.001 (low edge); BPR: factors = 16 (low edge)"
+    )
+    assert search_limits(edges) == [
+        "iALS: regularization = 0.001 (low edge) (chapter 03)",
+        "BPR: factors = 16 (low edge) (chapter 03)",
+    ]
+    assert "Every tuned setting lies inside" not in headline_sentence(edges)
+    edges.by_chapter["03_baselines"]["baseline_edges"] = ""  # none at an edge
+    assert "Every tuned setting lies inside its search grid" in headline_sentence(edges)
 
 
 def test_study_and_ttest_sentences():

@@ -446,12 +446,12 @@ def test_simulation_study_inflates_and_mcnemar_does_not():
 def test_results_summary(tmp_path):
     save_results(tmp_path, "02_collaborative_filtering", {"hr_at_10_seed": 0.1})
     save_results(tmp_path, "05_training", {"hr_at_10_embedding": 0.2})
-    save_results(tmp_path, "06_t_test", {"hr_ci_low_cf_seed": 0.05, "hr_ci_high_cf_seed": 0.15})
+    save_results(tmp_path, "07_comparison", {"hr_ci_low_cf_seed": 0.05, "hr_ci_high_cf_seed": 0.15})
     from thirtymusic_utils.book.paths import load_results
 
     res = {
         n: load_results(tmp_path, n)
-        for n in ["02_collaborative_filtering", "05_training", "06_t_test"]
+        for n in ["02_collaborative_filtering", "05_training", "07_comparison"]
     }
     table = stats.results_summary(res).set_index("model")
     assert list(table.index) == ["cf_seed", "embedding_improved"]

@@ -201,10 +201,15 @@ def search_limits(results: Results) -> list[str]:
 
     A chapter that tunes a setting ``<name>`` records the chosen value ``<name>`` with
     ``<name>_grid_min`` and ``<name>_grid_max`` (numbers); a best epoch records ``<name>`` and
-    ``<name>_grid_max`` = the most epochs allowed. Settings without grid keys are not judged.
+    ``<name>_grid_max`` = the most epochs allowed. A chapter may also record ``baseline_edges``, its
+    own phrases joined by "; " (chapter 03: ``"iALS: regularization = 0.001 (low edge)"``), which are
+    passed on as they are. Settings without grid keys are not judged.
     """
     flags = []
     for chapter, values in results.by_chapter.items():
+        edges = values.get("baseline_edges")
+        if isinstance(edges, str) and edges.strip():
+            flags += [f"{part.strip()} (chapter {chapter[:2]})" for part in edges.split("; ")]
         for key in sorted(values):
             m = re.fullmatch(r"(.+)_grid_max", key)
             if not m or m.group(1) not in values:
@@ -223,8 +228,12 @@ def search_limits(results: Results) -> list[str]:
 
 
 def has_grids(results: Results) -> bool:
-    """Whether any chapter recorded a search grid (``*_grid_max``)."""
-    return any(k.endswith("_grid_max") for v in results.by_chapter.values() for k in v)
+    """Whether any chapter recorded a search grid (``*_grid_max``, or ``baseline_edges``)."""
+    return any(
+        k.endswith("_grid_max") or k == "baseline_edges"
+        for v in results.by_chapter.values()
+        for k in v
+    )
 
 
 def study_sentence(results: Results) -> str:

@@ -907,12 +907,13 @@ def hit_correlation(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
 
 
 def results_summary(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per model: HR@10 as its chapter reported it, with chapter 05's intervals.
+    """One row per model: HR@10 as its chapter reported it, with chapter 07's intervals.
 
-    ``results`` maps notebook names ("02_collaborative_filtering", "05_training", "06_t_test")
-    to their results JSON. Models whose chapter did not report them are left out.
+    ``results`` maps notebook names ("02_collaborative_filtering", ..., "07_comparison") to their
+    results JSON. Models whose chapter did not report them are left out; intervals that chapter 07
+    did not record (:func:`model_record`) are None.
     """
-    t05 = results.get("06_t_test", {})
+    t05 = results.get("07_comparison", {})
     rows = []
     for model, (notebook, key) in RESULT_KEYS.items():
         hr = results.get(notebook, {}).get(key)

@@ -315,10 +315,11 @@ def edge_flags(model: str, table: pd.DataFrame, chosen: Mapping[str, Any]) -> li
         tried = pd.unique(table[name])
         if len(tried) < 3 or not all(isinstance(v, (int, float, np.number)) for v in tried):
             continue
+        shown = int(value) if float(value).is_integer() else value  # 16, not 16.0
         if value == max(tried):
-            out.append(f"{name} = {value} (high edge)")
+            out.append(f"{name} = {shown} (high edge)")
         elif value == min(tried) and value != 0:  # 0 (no shrinkage, no penalty) is a natural bound
-            out.append(f"{name} = {value} (low edge)")
+            out.append(f"{name} = {shown} (low edge)")
     return out
 
 
