@@ -253,6 +253,15 @@ def test_calibration_table_bands():
     t = calibration_table(measured)
     assert t["within ±30%"].tolist() == [True, True, True, False, False]
     assert t["ratio"].iloc[1] == pytest.approx(1.29)
+    from thirtymusic_utils.models.calibration import ranking_sentence
+
+    # 0.065*1.29 < 0.117*0.5: the study's kNN now above iALS, so the order differs from the real one
+    assert "unlike the real excerpt" in ranking_sentence(t)
+    same = calibration_table({m: REAL_FACTS[k] for m, k in CALIBRATION_KEYS.items()})
+    assert ranking_sentence(same) == (
+        "The five methods rank here as on the real excerpt: EASE, lambda = 50 > binary user-kNN, "
+        "k = 100 > iALS (implicit defaults) > user-kNN as the study ran it > most popular."
+    )
 
 
 def test_extend_k_both_edges():

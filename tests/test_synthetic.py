@@ -487,7 +487,8 @@ def test_chunks_of_partitions_the_sessions(tiny, max_plays):
 @pytest.mark.slow
 def test_default_profile_is_calibrated():
     """The book's profile keeps the distributional facts and, under the study's protocol, puts each
-    calibration method within ±30% of the real excerpt's HR@10 (issue 9)."""
+    calibration method within ±30% of the real excerpt's HR@10, in the real excerpt's order
+    (issue 9)."""
     from thirtymusic_utils.data.matrix import build_matrix
     from thirtymusic_utils.models.calibration import calibration_hr, calibration_table
 
@@ -502,6 +503,6 @@ def test_default_profile_is_calibrated():
     m = build_matrix(plays)
     table = calibration_table(calibration_hr(m.counts, 0, ease_items=4000))
     assert table["within ±30%"].all(), table
-    # the ordering of the real excerpt at its ends: EASE on top, most popular last
-    assert table["this data"].idxmax() == "EASE, lambda = 50"
-    assert table["this data"].idxmin() == "most popular"
+    # the methods rank as on the real excerpt: EASE > binary user-kNN > iALS > the study's > popular
+    here = list(table["this data"].sort_values(ascending=False).index)
+    assert here == list(table["real excerpt"].sort_values(ascending=False).index), table

@@ -20,7 +20,7 @@ from .ease import EASE
 from .mf import IALS
 from .user_knn import UserKNN
 
-__all__ = ["CALIBRATION_KEYS", "calibration_hr", "calibration_table"]
+__all__ = ["CALIBRATION_KEYS", "calibration_hr", "calibration_table", "ranking_sentence"]
 
 #: method -> key of ``REAL_FACTS``
 CALIBRATION_KEYS = {
@@ -68,3 +68,15 @@ def calibration_table(measured: dict[str, float]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("method")
+
+
+def ranking_sentence(table: pd.DataFrame) -> str:
+    """Whether the methods of :func:`calibration_table` rank on this data as on the real excerpt."""
+    here = list(table["this data"].sort_values(ascending=False).index)
+    real = list(table["real excerpt"].sort_values(ascending=False).index)
+    if here == real:
+        return f"The five methods rank here as on the real excerpt: {' > '.join(here)}."
+    return (
+        f"The five methods rank here as {' > '.join(here)}, unlike the real excerpt: "
+        f"{' > '.join(real)}."
+    )
