@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thirtymusic_utils.models import baselines as bl
-from thirtymusic_utils.models import ease, item_knn, mf, rp3beta, user_knn
+from thirtymusic_utils.models import ease, item_knn, mf, rp3beta, scoring, user_knn
 from thirtymusic_utils.models.scoring import top_n_dense
 
 
@@ -255,3 +255,69 @@ def test_extend_k_both_edges():
     assert bl._extend_k((5, 10, 20), 10, 100) == (5, 10, 20)
     assert bl._extend_k((1, 2), 1, 100) == (1, 2)
     assert bl._extend_k((5, 10), 10, 10) == (5, 10)
+
+
+def _topk_rows_by_sorting(M: sp.csr_matrix, k: int) -> np.ndarray:
+    """Reference: the k largest positive entries per row by a full sort (ties by lower column)."""
+    D = M.toarray()
+    out = np.zeros_like(D)
+    for i, row in enumerate(D):
+        for j in _top_k_dense(row, k):
+            out[i, j] = row[j]
+    return out
+
+
+def _tied_sparse(seed: int, n_rows: int, n_cols: int, density: float, levels: int):
+    rng = np.random.default_rng(seed)
+    M = sp.random(n_rows, n_cols, density=density, random_state=rng, format="csr")
+    M.data = (np.ceil(M.data * levels) - levels // 3).astype(np.float32)  # ties, some <= 0
+    return M
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(1, 12),
+    density=st.floats(0.02, 1.0),
+    levels=st.integers(1, 6),
+    pad=st.sampled_from([1, 7, 1 << 22]),
+)
+def test_sparse_topk_rows_equals_a_full_sort(seed, k, density, levels, pad):
+    # rows long enough for the sampled lower bound (more than 8 k entries) and tiny pad chunks
+    M = _tied_sparse(seed, 9, 150, density, levels)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scoring, "_PAD_ELEMENTS", pad)
+        got = item_knn.sparse_topk_rows(M, k)
+    np.testing.assert_array_equal(got.toarray(), _topk_rows_by_sorting(M, k))
+    assert got.has_sorted_indices
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 12), density=st.floats(0.01, 1.0))
+def test_top_n_sparse_equals_the_dense_path(seed, n, density):
+    S = _tied_sparse(seed, 12, 90, density, 4)
+    rng = np.random.default_rng(seed + 1)
+    ex = sp.csr_matrix(rng.random((12, 90)) < 0.2)
+    np.testing.assert_array_equal(scoring.top_n_sparse(S, ex, n), top_n_dense(S.toarray(), ex, n))
+    np.testing.assert_array_equal(scoring.top_n_scores(S, ex, n), top_n_dense(S.toarray(), ex, n))
+
+
+def test_blocked_topk_blocks_threads_and_transforms_do_not_change_the_result():
+    c = _counts(23, n_users=50, n_items=40, density=0.3)
+    W = user_knn.weight_rows(c, "log1p")
+    WT = sp.csr_matrix(W.T)
+    fs = [None, lambda v, r, col: v / (1.0 + col), lambda v, r, col: v * (r % 3)]
+    one = item_knn.blocked_topk(WT, sp.csr_matrix(W), 5, fs, workers=1)
+    many = item_knn.blocked_topk(
+        WT, sp.csr_matrix(W), 5, fs, block_items=3, max_work=1.0, workers=2
+    )
+    D = (WT @ W).toarray().astype(np.float64)
+    rows = np.arange(D.shape[0])[:, None]
+    cols = np.arange(D.shape[1])[None, :]
+    for f, a, b in zip(fs, one, many, strict=True):
+        np.testing.assert_array_equal(a.toarray(), b.toarray())
+        want = D if f is None else f(D, rows, cols)
+        want = np.where(rows == cols, 0.0, want)
+        np.testing.assert_allclose(
+            a.toarray(), _topk_rows_by_sorting(sp.csr_matrix(want), 5), rtol=1e-6
+        )

@@ -158,15 +158,14 @@ def user_knn_top_n(
     weighted: sp.csr_matrix | None = None,
     n: int = 10,
     *,
-    block_rows: int = 1024,
+    block_rows: int = 256,
 ) -> np.ndarray:
     """Top-n unheard artists of users ``rows`` from their neighbours, aggregated in ``space``."""
     c = _as_counts(counts)
     M = _space_matrix(c, weighted if weighted is not None else c, space)
     rows = _as_rows(rows, c.shape[0])
     out = np.full((len(rows), n), -1, dtype=np.int64)
-    block_rows = max(16, min(block_rows, int(5e7 // max(c.shape[1], 1))))  # dense blocks <= 200 MB
-    for s in range(0, len(rows), block_rows):
+    for s in range(0, len(rows), block_rows):  # sparse score blocks (top_n_sparse)
         e = s + block_rows
         out[s:e] = top_n_scores(aggregate(idx[s:e], sim[s:e], M), c[rows[s:e]], n)
     return out
