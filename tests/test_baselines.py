@@ -321,3 +321,26 @@ def test_blocked_topk_blocks_threads_and_transforms_do_not_change_the_result():
         np.testing.assert_allclose(
             a.toarray(), _topk_rows_by_sorting(sp.csr_matrix(want), 5), rtol=1e-6
         )
+
+
+@pytest.mark.parametrize("model", [mf.IALS(8, iterations=3), mf.BPR(8, iterations=5)])
+def test_factor_top_n_equals_implicits_recommend(model):
+    c = _counts(29, n_users=60, n_items=45)
+    rows = np.arange(1, c.shape[0], 2)
+    fitted = model.fit(c)
+    ours = model.top_n(c, rows, 6, model=fitted)
+    theirs = mf.implicit_top_n(fitted, sp.csr_matrix(c, dtype=np.float32), rows, 6)
+    np.testing.assert_array_equal(ours, theirs)  # continuous scores: no ties to order
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 9), levels=st.integers(2, 6))
+def test_top_n_finite_takes_negative_scores_and_lower_columns_on_ties(seed, n, levels):
+    rng = np.random.default_rng(seed)
+    S = (rng.integers(0, levels, (7, 12)) - levels / 2).astype(np.float32)  # ties, negatives
+    S[rng.random(S.shape) < 0.2] = -np.inf
+    want = np.full((7, n), -1)
+    for i, row in enumerate(S):
+        cols = [j for j in np.lexsort((np.arange(12), -row)) if np.isfinite(row[j])][:n]
+        want[i, : len(cols)] = cols
+    np.testing.assert_array_equal(scoring.top_n_finite(S, n), want)

@@ -22,9 +22,11 @@ from ..evaluation.metrics import hit_ranks, ranking_metrics
 from ..evaluation.protocol import _as_csr, _as_rows
 
 __all__ = [
+    "factor_top_n",
     "grid_search",
     "top_n_blocks",
     "top_n_dense",
+    "top_n_finite",
     "top_n_scores",
     "top_n_sparse",
     "topk_dense_rows",
@@ -158,6 +160,61 @@ def top_n_dense(scores: np.ndarray, exclude: sp.csr_matrix, n: int = 10) -> np.n
     S[rr, cc] = 0.0
     cols, _ = topk_dense_rows(S, n)
     return cols
+
+
+def top_n_finite(scores: np.ndarray, n: int = 10) -> np.ndarray:
+    """Top ``n`` columns per row of a dense float32 block by score, any finite score (negative ones
+    too), ties by lower column; ``-inf`` marks a cell that is never recommended. -1 padded.
+
+    ``torch.topk`` finds each row's n best; rows where more cells tie with the n-th value than
+    places are left take the lowest columns among them.
+    """
+    S = np.ascontiguousarray(scores, dtype=np.float32)
+    m, n_cols = S.shape
+    out = np.full((m, n), -1, dtype=np.int64)
+    take = min(n, n_cols)
+    if take == 0 or m == 0:
+        return out
+    vals, idx = (t.numpy() for t in torch.topk(torch.from_numpy(S), take, dim=1))
+    if take < n_cols:
+        kth = vals[:, -1]
+        crossing = np.isfinite(kth) & (np.count_nonzero(S >= kth[:, None], axis=1) > take)
+        for r in np.flatnonzero(crossing):  # ties across the cut: the lowest columns win
+            row = S[r]
+            gt = np.flatnonzero(row > kth[r])
+            eq = np.flatnonzero(row == kth[r])[: take - len(gt)]
+            idx[r] = np.concatenate([gt, eq])
+            vals[r] = row[idx[r]]
+    order = np.lexsort((idx, -vals), axis=1)
+    idx = np.take_along_axis(idx, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    out[:, :take] = np.where(np.isneginf(vals), -1, idx)
+    return out
+
+
+def factor_top_n(
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    train: sp.csr_matrix,
+    rows: np.ndarray,
+    n: int = 10,
+    *,
+    block_rows: int = 1024,
+) -> np.ndarray:
+    """Top-n unheard artists of users ``rows`` by the dot product of their factors (float32,
+    one BLAS product per block of users; any finite score, ties by lower column)."""
+    t = _as_csr(train, "train")
+    rows = _as_rows(rows, t.shape[0])
+    U = np.asarray(user_factors, dtype=np.float32)
+    V = np.ascontiguousarray(item_factors, dtype=np.float32)
+    out = np.full((len(rows), n), -1, dtype=np.int64)
+    for s in range(0, len(rows), block_rows):
+        r = rows[s : s + block_rows]
+        S = U[r] @ V.T
+        ex = t[r]
+        S[np.repeat(np.arange(len(r)), np.diff(ex.indptr)), ex.indices] = -np.inf
+        out[s : s + len(r)] = top_n_finite(S, n)
+    return out
 
 
 def top_n_sparse(scores: sp.spmatrix, exclude: sp.csr_matrix, n: int = 10) -> np.ndarray:

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..evaluation.metrics import hit_ranks, ranking_metrics
 from ..evaluation.protocol import _as_counts, _as_rows
-from .knn import minmax_columns
+from .knn import DEFAULT_MEMORY_BUDGET, _block, _split_columns, minmax_columns
 from .scoring import top_n_scores, topk_dense_rows
 
 __all__ = [
@@ -85,10 +85,13 @@ def neighbours(
     *,
     shrink: float = 0.0,
     block_rows: int = 512,
+    head_columns: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` neighbours of users ``rows`` by (shrunk) cosine of the rows of ``weighted``.
 
-    Returns ``(idx int64 [len(rows), k], sim float32)`` padded with -1 / 0, sorted by similarity
+    The dot products of a block of users with every user sum a dense BLAS product over the
+    ``head_columns`` most popular artists (``knn.topk_neighbours``' cost model when None) and a
+    sparse product over the rest. Returns ``(idx int64 [len(rows), k], sim float32)`` padded with -1 / 0, sorted by similarity
     descending, ties by lower index; a user is never its own neighbour.
     """
     if k < 1:
@@ -100,20 +103,21 @@ def neighbours(
     rows = _as_rows(rows, n)
     norms = np.sqrt(np.asarray(W.multiply(W).sum(axis=1)).ravel()).astype(np.float32)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
-    WT = W.T.tocsr()
+    # the popular artists as dense columns (one BLAS product), the long tail as sparse products
+    parts = _split_columns(W, head_columns, DEFAULT_MEMORY_BUDGET, [0])
     if shrink:
         B = W.copy()
         B.data[:] = 1.0
-        BT = B.T.tocsr()
+        parts_b = _split_columns(B, head_columns, DEFAULT_MEMORY_BUDGET, [0])
     idx = np.full((len(rows), k), -1, dtype=np.int64)
     sim = np.zeros((len(rows), k), dtype=np.float32)
     for s in range(0, len(rows), block_rows):
         q = rows[s : s + block_rows]
-        D = (W[q] @ WT).toarray()
+        D = _block(parts, q, 0)  # W[q] @ W.T, dense
         D *= inv[q][:, None]
         D *= inv[None, :]
         if shrink:
-            C = (B[q] @ BT).toarray()
+            C = _block(parts_b, q, 0)  # shared artists
             D *= C / (C + np.float32(shrink))
         D[np.arange(len(q)), q] = 0.0
         i, v = topk_dense_rows(D, k)
