@@ -344,3 +344,12 @@ def test_top_n_finite_takes_negative_scores_and_lower_columns_on_ties(seed, n, l
         cols = [j for j in np.lexsort((np.arange(12), -row)) if np.isfinite(row[j])][:n]
         want[i, : len(cols)] = cols
     np.testing.assert_array_equal(scoring.top_n_finite(S, n), want)
+
+
+@pytest.mark.parametrize("step", [1, 4, 1024])
+def test_gram_matrix_in_column_blocks(step):
+    X = _counts(31, n_users=40, n_items=23)
+    X.data[:] = 1
+    G = ease.gram_matrix(X.astype(np.float32), step)
+    assert G.flags.f_contiguous and G.dtype == np.float64
+    np.testing.assert_array_equal(G, (X.T @ X).toarray())

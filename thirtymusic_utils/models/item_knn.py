@@ -84,13 +84,14 @@ def blocked_topk(
         s, e = span
         P = left[s:e] @ right
         P = sp.csr_matrix(P)
-        row_items = np.repeat(np.arange(s, e), np.diff(P.indptr))
+        row = np.repeat(np.arange(e - s, dtype=np.int32), np.diff(P.indptr))  # block rows
+        row_items = row + np.int32(s)  # their items (int32: half the memory traffic of int64)
         diagonal = np.flatnonzero(P.indices == row_items)
         outs = []
         for f in transforms:
             vals = P.data.copy() if f is None else np.array(f(P.data, row_items, P.indices))
             vals[diagonal] = 0  # an item is not its own neighbour
-            outs.append(_topk_entries(P.indptr, P.indices, vals, k, (e - s, n_cols)))
+            outs.append(_topk_entries(P.indptr, P.indices, vals, k, (e - s, n_cols), row))
         return outs
 
     workers = workers or min(2, os.cpu_count() or 1)

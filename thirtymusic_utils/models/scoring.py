@@ -88,9 +88,10 @@ def _topk_entries(
     data: np.ndarray,
     k: int,
     shape: tuple[int, int],
+    row: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """The ``k`` largest positive entries of each row of a CSR without duplicate cells, ties by
-    lower column, as a CSR with sorted indices.
+    lower column, as a CSR with sorted indices (``row``: each entry's row, if already at hand).
 
     Exact without sorting the entries: a lower bound of each row's k-th value drops most entries
     (``_sample_bound``), then the k-th value of each row with more than ``k`` candidates
@@ -99,7 +100,8 @@ def _topk_entries(
     m = shape[0]
     lb = _sample_bound(indptr, data, k)
     lb = np.maximum(lb, np.nextafter(data.dtype.type(0), data.dtype.type(1)))  # positive only
-    row = np.repeat(np.arange(m, dtype=np.int32), np.diff(indptr))
+    if row is None:
+        row = np.repeat(np.arange(m, dtype=np.int32), np.diff(indptr))
     e = np.flatnonzero(data >= lb[row])
     r, c, v = row[e], indices[e], data[e]
     del row, e
