@@ -353,3 +353,19 @@ def test_gram_matrix_in_column_blocks(step):
     G = ease.gram_matrix(X.astype(np.float32), step)
     assert G.flags.f_contiguous and G.dtype == np.float64
     np.testing.assert_array_equal(G, (X.T @ X).toarray())
+
+
+def test_user_knn_blocks_threads_and_head_columns_do_not_change_the_lists():
+    c = _counts(37, n_users=70, n_items=40, density=0.3)
+    W = user_knn.weight_rows(c, "bm25")
+    rows = np.arange(0, c.shape[0], 3)
+    a_idx, a_sim = user_knn.neighbours(W, rows, 6, shrink=2.0, block_rows=64, workers=1)
+    b_idx, b_sim = user_knn.neighbours(W, rows, 6, shrink=2.0, block_rows=5, workers=2)
+    np.testing.assert_array_equal(a_idx, b_idx)
+    np.testing.assert_array_equal(a_sim, b_sim)
+    # popular columns as a dense product: the same similarities up to float32 rounding
+    h_idx, h_sim = user_knn.neighbours(W, rows, 6, shrink=2.0, head_columns=10)
+    np.testing.assert_allclose(h_sim, a_sim, rtol=1e-5, atol=1e-7)
+    a = user_knn.user_knn_top_n(c, rows, a_idx, a_sim, "weighted", W, 5, block_rows=64)
+    b = user_knn.user_knn_top_n(c, rows, a_idx, a_sim, "weighted", W, 5, block_rows=4)
+    np.testing.assert_array_equal(a, b)

@@ -9,8 +9,10 @@ and the ``n`` best positive scores are kept. Ties go to the lower column in the 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -233,6 +235,7 @@ def top_n_sparse(scores: sp.spmatrix, exclude: sp.csr_matrix, n: int = 10) -> np
         raise ValueError(f"exclude must have the shape of scores {S.shape}, got {ex.shape}")
     m, n_cols = S.shape
     v = np.array(S.data, dtype=np.float32)
+    row = np.repeat(np.arange(m, dtype=np.int32), np.diff(S.indptr))
     if ex.nnz and S.nnz:
         step = max(1, (1 << 27) // max(n_cols, 1))  # mask chunks of at most 128 MB
         for a in range(0, m, step):
@@ -241,12 +244,14 @@ def top_n_sparse(scores: sp.spmatrix, exclude: sp.csr_matrix, n: int = 10) -> np
             elo, ehi = ex.indptr[a], ex.indptr[b]
             if hi == lo or ehi == elo:
                 continue
-            mask = np.zeros((b - a, n_cols), dtype=bool)
-            er = np.repeat(np.arange(b - a), np.diff(ex.indptr[a : b + 1]))
-            mask[er, ex.indices[elo:ehi]] = True
-            sr = np.repeat(np.arange(b - a), np.diff(S.indptr[a : b + 1]))
-            v[lo:hi][mask[sr, S.indices[lo:hi]]] = 0.0
-    T = _topk_entries(S.indptr, S.indices, v, n, (m, n_cols))
+            mask = np.zeros((b - a) * n_cols, dtype=bool)
+            er = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(ex.indptr[a : b + 1]))
+            mask[er * n_cols + ex.indices[elo:ehi]] = True
+            flat = (row[lo:hi] - np.int32(a)).astype(np.int64)
+            flat *= n_cols
+            flat += S.indices[lo:hi]
+            v[lo:hi][mask[flat]] = 0.0
+    T = _topk_entries(S.indptr, S.indices, v, n, (m, n_cols), row)
     r = np.repeat(np.arange(m), np.diff(T.indptr))
     order = np.lexsort((T.indices, -T.data, r))
     out = np.full((m, n), -1, dtype=np.int64)
@@ -272,11 +277,14 @@ def top_n_blocks(
     *,
     block_rows: int = 1024,
     dense: bool = True,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Top-n unheard artists of users ``rows``: ``score_block(rows_block)`` gives their scores.
 
     Dense blocks must hold positive scores for anything worth recommending (see ``top_n_dense``)
-    and are capped at 200 MB; ``dense=False`` promises sparse blocks, which are not capped.
+    and are capped at 200 MB; ``dense=False`` promises sparse blocks, which are not capped and run
+    on ``workers`` threads (all cores, at most 2, by default: scipy's sparse products release the
+    GIL). The result does not depend on the block size or the thread count.
     """
     t = _as_csr(train, "train")
     rows = _as_rows(
@@ -285,9 +293,20 @@ def top_n_blocks(
     out = np.full((len(rows), n), -1, dtype=np.int64)
     if dense:
         block_rows = max(16, min(block_rows, int(5e7 // max(t.shape[1], 1))))
-    for s in range(0, len(rows), block_rows):
+        workers = 1
+    starts = range(0, len(rows), block_rows)
+
+    def one(s: int) -> None:
         r = rows[s : s + block_rows]
         out[s : s + len(r)] = top_n_scores(score_block(r), t[r], n)
+
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, starts))
+    else:
+        for s in starts:
+            one(s)
     return out
 
 
