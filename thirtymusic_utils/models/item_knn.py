@@ -63,7 +63,7 @@ def blocked_topk(
     transforms: Sequence[Transform | None],
     *,
     block_items: int = 2048,
-    max_work: float = 3e7,
+    max_work: float = 1e7,
     workers: int | None = None,
 ) -> list[sp.csr_matrix]:
     """Top-``k`` rows of ``transform(left @ right)`` for each of ``transforms`` (the product of a
@@ -112,7 +112,7 @@ def item_similarities(
     transform: Transform | None = None,
     *,
     block_items: int = 2048,
-    max_work: float = 3e7,
+    max_work: float = 1e7,
     workers: int | None = None,
 ) -> sp.csr_matrix:
     """Top-``k`` rows of ``left @ right`` (items x items), a block of ``left``'s rows at a time.
@@ -165,7 +165,7 @@ class ItemKNN:
         S = self.fit(t) if S is None else S
         B = t.astype(np.float32)
         B.data[:] = 1.0
-        return top_n_blocks(lambda r: B[r] @ S, t, rows, n, block_rows=256, dense=False)
+        return top_n_blocks(lambda r: B[r] @ S, t, rows, n, block_rows=64, dense=False)
 
 
 def prune_to_k(S: sp.csr_matrix, k: int) -> sp.csr_matrix:

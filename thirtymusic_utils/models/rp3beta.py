@@ -83,4 +83,4 @@ class RP3beta:
         rows = _as_rows(rows, t.shape[0])
         S = self.fit(t) if S is None else S
         pui, _ = transition_matrices(t, self.alpha)
-        return top_n_blocks(lambda r: pui[r] @ S, t, rows, n, block_rows=256, dense=False)
+        return top_n_blocks(lambda r: pui[r] @ S, t, rows, n, block_rows=64, dense=False)
