@@ -369,3 +369,10 @@ def test_user_knn_blocks_threads_and_head_columns_do_not_change_the_lists():
     a = user_knn.user_knn_top_n(c, rows, a_idx, a_sim, "weighted", W, 5, block_rows=64)
     b = user_knn.user_knn_top_n(c, rows, a_idx, a_sim, "weighted", W, 5, block_rows=4)
     np.testing.assert_array_equal(a, b)
+
+
+def test_ease_weights_on_one_lapack_thread_are_the_same(monkeypatch):
+    X = sp.csr_matrix((_counts(41).toarray() > 0).astype(np.float32))
+    many = ease.ease_weights(X, 3.0)
+    monkeypatch.setattr(ease, "THREADED_LAPACK_MAX_N", 0)  # every size on one thread
+    np.testing.assert_allclose(ease.ease_weights(X, 3.0), many, rtol=1e-6, atol=1e-7)

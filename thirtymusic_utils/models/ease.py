@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 from ..evaluation.protocol import _as_counts, _as_rows
 from .knn import popularity
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 DEFAULT_MEMORY_BUDGET = 8 * 2**30
+#: the largest Gram matrix factored on all BLAS threads (15,000 ran; 16,384 segfaulted)
+THREADED_LAPACK_MAX_N = 15_000
 _COPIES = 3  # the Gram matrix / its inverse, B, and a block of scores or a temporary
 
 
@@ -84,13 +87,17 @@ def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
     G = gram_matrix(X)
     G[np.diag_indices_from(G)] += lam
     # G is in Fortran order, which LAPACK factors in place (a C-ordered array would be copied
-    # first, doubling the memory)
-    c, info = lapack.dpotrf(G, lower=False, overwrite_a=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(
-            f"EASE: Gram matrix + {lam} I is not positive definite ({info})"
-        )
-    P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+    # first, doubling the memory). scipy's bundled OpenBLAS (0.3.30) segfaults in its threaded
+    # dpotrf from about 16,000 columns on (a plain diagonal matrix will do; not a memory or stack
+    # limit): above THREADED_LAPACK_MAX_N the factorisation runs on one thread.
+    threads = None if G.shape[0] <= THREADED_LAPACK_MAX_N else 1
+    with threadpool_limits(threads, "blas"):
+        c, info = lapack.dpotrf(G, lower=False, overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(
+                f"EASE: Gram matrix + {lam} I is not positive definite ({info})"
+            )
+        P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
     if info != 0:  # pragma: no cover - potrf succeeded, so potri does
         raise np.linalg.LinAlgError(f"EASE: inverse failed ({info})")
     mirror_upper(P)  # potri fills the upper triangle only
