@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thirtymusic_utils.models import baselines as bl
-from thirtymusic_utils.models import ease, item_knn, mf, rp3beta, user_knn
+from thirtymusic_utils.models import ease, item_knn, mf, rp3beta, scoring, user_knn
 from thirtymusic_utils.models.scoring import top_n_dense
 
 
@@ -270,3 +270,124 @@ def test_extend_k_both_edges():
     assert bl._extend_k((5, 10, 20), 10, 100) == (5, 10, 20)
     assert bl._extend_k((1, 2), 1, 100) == (1, 2)
     assert bl._extend_k((5, 10), 10, 10) == (5, 10)
+
+
+def _topk_rows_by_sorting(M: sp.csr_matrix, k: int) -> np.ndarray:
+    """Reference: the k largest positive entries per row by a full sort (ties by lower column)."""
+    D = M.toarray()
+    out = np.zeros_like(D)
+    for i, row in enumerate(D):
+        for j in _top_k_dense(row, k):
+            out[i, j] = row[j]
+    return out
+
+
+def _tied_sparse(seed: int, n_rows: int, n_cols: int, density: float, levels: int):
+    rng = np.random.default_rng(seed)
+    M = sp.random(n_rows, n_cols, density=density, random_state=rng, format="csr")
+    M.data = (np.ceil(M.data * levels) - levels // 3).astype(np.float32)  # ties, some <= 0
+    return M
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(1, 12),
+    density=st.floats(0.02, 1.0),
+    levels=st.integers(1, 6),
+    pad=st.sampled_from([1, 7, 1 << 22]),
+)
+def test_sparse_topk_rows_equals_a_full_sort(seed, k, density, levels, pad):
+    # rows long enough for the sampled lower bound (more than 8 k entries) and tiny pad chunks
+    M = _tied_sparse(seed, 9, 150, density, levels)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scoring, "_PAD_ELEMENTS", pad)
+        got = item_knn.sparse_topk_rows(M, k)
+    np.testing.assert_array_equal(got.toarray(), _topk_rows_by_sorting(M, k))
+    assert got.has_sorted_indices
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 12), density=st.floats(0.01, 1.0))
+def test_top_n_sparse_equals_the_dense_path(seed, n, density):
+    S = _tied_sparse(seed, 12, 90, density, 4)
+    rng = np.random.default_rng(seed + 1)
+    ex = sp.csr_matrix(rng.random((12, 90)) < 0.2)
+    np.testing.assert_array_equal(scoring.top_n_sparse(S, ex, n), top_n_dense(S.toarray(), ex, n))
+    np.testing.assert_array_equal(scoring.top_n_scores(S, ex, n), top_n_dense(S.toarray(), ex, n))
+
+
+def test_blocked_topk_blocks_threads_and_transforms_do_not_change_the_result():
+    c = _counts(23, n_users=50, n_items=40, density=0.3)
+    W = user_knn.weight_rows(c, "log1p")
+    WT = sp.csr_matrix(W.T)
+    fs = [None, lambda v, r, col: v / (1.0 + col), lambda v, r, col: v * (r % 3)]
+    one = item_knn.blocked_topk(WT, sp.csr_matrix(W), 5, fs, workers=1)
+    many = item_knn.blocked_topk(
+        WT, sp.csr_matrix(W), 5, fs, block_items=3, max_work=1.0, workers=2
+    )
+    D = (WT @ W).toarray().astype(np.float64)
+    rows = np.arange(D.shape[0])[:, None]
+    cols = np.arange(D.shape[1])[None, :]
+    for f, a, b in zip(fs, one, many, strict=True):
+        np.testing.assert_array_equal(a.toarray(), b.toarray())
+        want = D if f is None else f(D, rows, cols)
+        want = np.where(rows == cols, 0.0, want)
+        np.testing.assert_allclose(
+            a.toarray(), _topk_rows_by_sorting(sp.csr_matrix(want), 5), rtol=1e-6
+        )
+
+
+@pytest.mark.parametrize("model", [mf.IALS(8, iterations=3), mf.BPR(8, iterations=5)])
+def test_factor_top_n_equals_implicits_recommend(model):
+    c = _counts(29, n_users=60, n_items=45)
+    rows = np.arange(1, c.shape[0], 2)
+    fitted = model.fit(c)
+    ours = model.top_n(c, rows, 6, model=fitted)
+    theirs = mf.implicit_top_n(fitted, sp.csr_matrix(c, dtype=np.float32), rows, 6)
+    np.testing.assert_array_equal(ours, theirs)  # continuous scores: no ties to order
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 9), levels=st.integers(2, 6))
+def test_top_n_finite_takes_negative_scores_and_lower_columns_on_ties(seed, n, levels):
+    rng = np.random.default_rng(seed)
+    S = (rng.integers(0, levels, (7, 12)) - levels / 2).astype(np.float32)  # ties, negatives
+    S[rng.random(S.shape) < 0.2] = -np.inf
+    want = np.full((7, n), -1)
+    for i, row in enumerate(S):
+        cols = [j for j in np.lexsort((np.arange(12), -row)) if np.isfinite(row[j])][:n]
+        want[i, : len(cols)] = cols
+    np.testing.assert_array_equal(scoring.top_n_finite(S, n), want)
+
+
+@pytest.mark.parametrize("step", [1, 4, 1024])
+def test_gram_matrix_in_column_blocks(step):
+    X = _counts(31, n_users=40, n_items=23)
+    X.data[:] = 1
+    G = ease.gram_matrix(X.astype(np.float32), step)
+    assert G.flags.f_contiguous and G.dtype == np.float64
+    np.testing.assert_array_equal(G, (X.T @ X).toarray())
+
+
+def test_user_knn_blocks_threads_and_head_columns_do_not_change_the_lists():
+    c = _counts(37, n_users=70, n_items=40, density=0.3)
+    W = user_knn.weight_rows(c, "bm25")
+    rows = np.arange(0, c.shape[0], 3)
+    a_idx, a_sim = user_knn.neighbours(W, rows, 6, shrink=2.0, block_rows=64, workers=1)
+    b_idx, b_sim = user_knn.neighbours(W, rows, 6, shrink=2.0, block_rows=5, workers=2)
+    np.testing.assert_array_equal(a_idx, b_idx)
+    np.testing.assert_array_equal(a_sim, b_sim)
+    # popular columns as a dense product: the same similarities up to float32 rounding
+    h_idx, h_sim = user_knn.neighbours(W, rows, 6, shrink=2.0, head_columns=10)
+    np.testing.assert_allclose(h_sim, a_sim, rtol=1e-5, atol=1e-7)
+    a = user_knn.user_knn_top_n(c, rows, a_idx, a_sim, "weighted", W, 5, block_rows=64)
+    b = user_knn.user_knn_top_n(c, rows, a_idx, a_sim, "weighted", W, 5, block_rows=4)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_ease_weights_on_one_lapack_thread_are_the_same(monkeypatch):
+    X = sp.csr_matrix((_counts(41).toarray() > 0).astype(np.float32))
+    many = ease.ease_weights(X, 3.0)
+    monkeypatch.setattr(ease, "THREADED_LAPACK_MAX_N", 0)  # every size on one thread
+    np.testing.assert_allclose(ease.ease_weights(X, 3.0), many, rtol=1e-6, atol=1e-7)

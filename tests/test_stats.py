@@ -383,11 +383,15 @@ def test_better_of():
 
 
 def test_wording():
-    assert stats.comparison_verdict(0.01, 0.05, 0.001) == "better than"
-    assert stats.comparison_verdict(-0.05, -0.01, 0.001) == "worse than"
-    assert stats.comparison_verdict(-0.01, 0.05, 0.001) == "not distinguishable from"
-    assert stats.comparison_verdict(0.01, 0.05, 0.2) == "not distinguishable from"
-    assert stats.comparison_verdict(float("nan"), 0.05, 0.01) == "not distinguishable from"
+    assert stats.comparison_verdict(0.01, 0.05, 0.001) == "ahead of"
+    assert stats.comparison_verdict(-0.05, -0.01, 0.001) == "behind"
+    assert stats.comparison_verdict(-0.01, 0.05, 0.001) == "level with"
+    assert stats.comparison_verdict(0.01, 0.05, 0.2) == "level with"
+    assert stats.comparison_verdict(float("nan"), 0.05, 0.01) == "level with"
+    # numpy scalars are numbers too (a float32 interval must not read as missing)
+    assert stats.comparison_verdict(np.float32(0.01), np.float32(0.05), np.float64(0.001)) == (
+        "ahead of"
+    )
     assert stats.significance_word(0.01) == "significant"
     assert stats.significance_word(None) == "not significant"
     assert stats.rate_vs_nominal(100, 300) == "above"

@@ -337,16 +337,23 @@ BASELINE_BENCH_SETTINGS: dict[str, dict] = {
 
 def bench_baseline(counts: sp.csr_matrix, seed: int = 0, model: str = "popularity") -> dict:
     """One chapter-03 baseline: fit on the training matrix of the study's split and recommend a top
-    10 to every test user (seconds of fit + score, peak RSS, HR@10)."""
+    10 to every test user (wall and CPU seconds of fit + score, the load average around them, peak
+    RSS, HR@10; the cores may be shared, so CPU seconds say more than wall seconds there)."""
+    import os
+
     from .models.baselines import build, ease_n_items
 
     split = holdout_split(counts, seed)
     params = dict(BASELINE_BENCH_SETTINGS[model])
-    t0 = time.perf_counter()
+    load1 = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     top = build(model, params, "full", seed).top_n(split.train, split.test_rows, 10)
     seconds = time.perf_counter() - t0
     out = {
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - c0,
+        "load_average_1min_start": load1,
+        "load_average_1min_end": os.getloadavg()[0],
         "n_test_users": split.n_test,
         "hr_at_10": hr_at_k(hit_ranks(top, split.hidden_cols), 10),
         "peak_rss_mb": peak_rss_mb(),

@@ -25,7 +25,10 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
+from numbers import Real
 from typing import Any
+
+import numpy as np
 
 from .paths import load_results
 from .tables import format_pvalue
@@ -165,7 +168,8 @@ class Results:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite real number (numpy scalars included), not a bool."""
+    return isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
 
 def verdict_word(ci_low: Any, ci_high: Any, pvalue: Any, alpha: float = 0.05) -> str:

@@ -194,8 +194,7 @@ def load_outcomes(build_dir: str | os.PathLike | None) -> pd.DataFrame:
                         stacklevel=2,
                     )
                     if owner == path.name:  # drop the earlier copy
-                        for earlier in ranks:
-                            earlier.drop(columns=[col], errors="ignore", inplace=True)
+                        ranks = [e.drop(columns=[col], errors="ignore") for e in ranks]
                         seen[col] = path.name
                     else:
                         r = r.drop(columns=[col])
@@ -731,18 +730,11 @@ def better_of(ranks: Mapping[str, np.ndarray], candidates: Sequence[str]) -> str
 
 
 def comparison_verdict(ci_low: float, ci_high: float, pvalue: float, alpha: float = 0.05) -> str:
-    """ "better than", "worse than" or "not distinguishable from", for a difference a - b.
+    """ "ahead of", "behind" or "level with" for a difference a - b: the book's one verdict rule,
+    :func:`thirtymusic_utils.book.verdicts.verdict_word` (the test and the interval must agree)."""
+    from ..book.verdicts import verdict_word
 
-    A verdict needs both the test (p < alpha) and the interval (excluding 0) to agree.
-    """
-    vals = [ci_low, ci_high, pvalue]
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
-        return "not distinguishable from"
-    if pvalue < alpha and ci_low > 0:
-        return "better than"
-    if pvalue < alpha and ci_high < 0:
-        return "worse than"
-    return "not distinguishable from"
+    return verdict_word(ci_low, ci_high, pvalue, alpha)
 
 
 def significance_word(pvalue: float | None, alpha: float = 0.05) -> str:

@@ -106,8 +106,11 @@ _TINY: dict[str, dict[str, Sequence[Any]]] = {
 GRIDS = {"tiny": _TINY, "default": _FULL, "full": _FULL}
 #: EASE's artist cap per profile: 8 GB of dense matrices (``ease.max_items``), less where the
 #: 2-core time budget of the book's profile asks for it (the share of test pairs it covers is reported)
-# on ``full`` 8 GB would allow 18,918 artists, but scipy's bundled OpenBLAS segfaulted in the Cholesky
-# inverse at that size (twice, bench stage baseline_ease); 12,000 ran
+# on ``full`` 8 GB would allow 18,918 artists (``max_items``: three float64 copies; the Gram matrix
+# is now built in column blocks and the peak is nearer 1.5 copies), but time binds first: the
+# Cholesky factor and inverse cost N^3 (15,000 artists: 227 s of LAPACK on 2 shared cores at load
+# 5.8), and scipy's bundled OpenBLAS segfaults in its threaded dpotrf from about 16,000 on (reproduced
+# on a diagonal matrix; ``ease.THREADED_LAPACK_MAX_N`` runs larger ones on one thread); 12,000 runs
 EASE_ITEMS = {"tiny": 2000, "default": 8000, "full": 12000}
 
 

@@ -15,14 +15,24 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 from ..evaluation.protocol import _as_counts, _as_rows
 from .knn import popularity
 from .scoring import top_n_dense
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "EASE", "coverage_of_pairs", "ease_items", "max_items"]
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "EASE",
+    "coverage_of_pairs",
+    "ease_items",
+    "gram_matrix",
+    "max_items",
+]
 
 DEFAULT_MEMORY_BUDGET = 8 * 2**30
+#: the largest Gram matrix factored on all BLAS threads (15,000 ran; 16,384 segfaulted)
+THREADED_LAPACK_MAX_N = 15_000
 _COPIES = 3  # the Gram matrix / its inverse, B, and a block of scores or a temporary
 
 
@@ -59,18 +69,35 @@ def mirror_upper(P: np.ndarray, step: int = 2048) -> np.ndarray:
     return P
 
 
+def gram_matrix(X: sp.spmatrix, step: int = 1024) -> np.ndarray:
+    """``X^T X`` as a dense float64 array in Fortran order, ``step`` columns at a time (no sparse
+    copy of the whole product, whose entries would take more memory than the dense result)."""
+    Xc = sp.csc_matrix(X)
+    XT = sp.csr_matrix(Xc.T)
+    n = Xc.shape[1]
+    G = np.empty((n, n), dtype=np.float64, order="F")
+    for j0 in range(0, n, step):
+        j1 = min(n, j0 + step)
+        G[:, j0:j1] = (XT @ Xc[:, j0:j1]).toarray()
+    return G
+
+
 def ease_weights(X: sp.csr_matrix, lam: float) -> np.ndarray:
     """The EASE item-item matrix (float32, zero diagonal) of the binary matrix ``X``."""
-    G = (X.T @ X).toarray().astype(np.float64)
+    G = gram_matrix(X)
     G[np.diag_indices_from(G)] += lam
-    # G is symmetric: its transpose is the same matrix in Fortran order, which LAPACK factors in
-    # place (a C-ordered array would be copied first, doubling the memory)
-    c, info = lapack.dpotrf(G.T, lower=False, overwrite_a=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(
-            f"EASE: Gram matrix + {lam} I is not positive definite ({info})"
-        )
-    P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+    # G is in Fortran order, which LAPACK factors in place (a C-ordered array would be copied
+    # first, doubling the memory). scipy's bundled OpenBLAS (0.3.30) segfaults in its threaded
+    # dpotrf from about 16,000 columns on (a plain diagonal matrix will do; not a memory or stack
+    # limit): above THREADED_LAPACK_MAX_N the factorisation runs on one thread.
+    threads = None if G.shape[0] <= THREADED_LAPACK_MAX_N else 1
+    with threadpool_limits(threads, "blas"):
+        c, info = lapack.dpotrf(G, lower=False, overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(
+                f"EASE: Gram matrix + {lam} I is not positive definite ({info})"
+            )
+        P, info = lapack.dpotri(c, lower=False, overwrite_c=True)
     if info != 0:  # pragma: no cover - potrf succeeded, so potri does
         raise np.linalg.LinAlgError(f"EASE: inverse failed ({info})")
     mirror_upper(P)  # potri fills the upper triangle only

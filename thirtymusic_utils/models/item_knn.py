@@ -10,18 +10,21 @@ Similarities are computed a block of artists at a time as sparse products and pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..evaluation.protocol import _as_counts, _as_rows
-from .scoring import top_n_blocks
+from .scoring import _topk_entries, top_n_blocks
 from .user_knn import weight_rows
 
 __all__ = [
     "ItemKNN",
+    "blocked_topk",
     "cosine_item_similarities",
     "item_similarities",
     "prune_to_k",
@@ -33,39 +36,11 @@ def sparse_topk_rows(M: sp.csr_matrix, k: int) -> sp.csr_matrix:
     """Keep the ``k`` largest positive entries of each row of ``M`` (ties by lower column)."""
     M = sp.csr_matrix(M)
     M.sum_duplicates()
-    n_rows = M.shape[0]
-    row = np.repeat(np.arange(n_rows), np.diff(M.indptr))
-    keep = M.data > 0
-    row, col, val = row[keep], M.indices[keep].astype(np.int64), M.data[keep]
-    order = np.lexsort((col, -val, row))
-    row, col, val = row[order], col[order], val[order]
-    first = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row, minlength=n_rows), out=first[1:])
-    pos = np.arange(len(row)) - first[row]
-    sel = pos < k
-    out = sp.csr_matrix((val[sel], (row[sel], col[sel])), shape=M.shape)
-    out.sort_indices()
-    return out
+    return _topk_entries(M.indptr, M.indices, M.data, k, M.shape)
 
 
-def item_similarities(
-    left: sp.csr_matrix,
-    right: sp.csr_matrix,
-    k: int,
-    transform: Callable[[sp.csr_matrix, np.ndarray], sp.csr_matrix] | None = None,
-    *,
-    block_items: int = 2048,
-    max_work: float = 3e7,
-) -> sp.csr_matrix:
-    """Top-``k`` rows of ``left @ right`` (items x items), a block of ``left``'s rows at a time.
-
-    ``transform(block_product, item_block)`` rescales a block before pruning; the diagonal (an
-    item with itself) is dropped.
-    """
-    parts = []
-    n = left.shape[0]
-    # blocks of items whose product rows hold at most ``max_work`` multiply-adds together
-    work = np.asarray(abs(left) @ np.diff(sp.csr_matrix(right).indptr).astype(np.float64)).ravel()
+def _work_bounds(work: np.ndarray, block_items: int, max_work: float) -> list[int]:
+    """Block starts over rows of ``work`` multiply-adds: at most ``max_work`` or ``block_items`` each."""
     bounds = [0]
     acc = 0.0
     for i, w in enumerate(work):
@@ -73,21 +48,81 @@ def item_similarities(
             bounds.append(i)
             acc = 0.0
         acc += w
-    bounds.append(n)
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-        if e <= s:
-            continue
-        items = np.arange(s, e)
-        P = (left[items] @ right).tocsr()
-        if transform is not None:
-            P = sp.csr_matrix(transform(P, items))
-        P = P.tocoo()
-        off = P.col != items[P.row]
-        P = sp.csr_matrix(
-            (P.data[off], (P.row[off], P.col[off])), shape=(len(items), right.shape[1])
-        )
-        parts.append(sparse_topk_rows(P, k))
-    return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, right.shape[1]))
+    bounds.append(len(work))
+    return bounds
+
+
+#: ``transform(values, row_items, cols) -> values`` rescales the entries of a block product
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def blocked_topk(
+    left: sp.csr_matrix,
+    right: sp.csr_matrix,
+    k: int,
+    transforms: Sequence[Transform | None],
+    *,
+    block_items: int = 2048,
+    max_work: float = 1e7,
+    workers: int | None = None,
+) -> list[sp.csr_matrix]:
+    """Top-``k`` rows of ``transform(left @ right)`` for each of ``transforms`` (the product of a
+    block is computed once for all), a block of ``left``'s rows at a time, diagonal dropped.
+
+    Blocks run on ``workers`` threads (all cores, at most 2, by default); the result does not
+    depend on the block sizes or the thread count.
+    """
+    left = sp.csr_matrix(left)
+    right = sp.csr_matrix(right)
+    n_cols = right.shape[1]
+    # blocks of items whose product rows hold at most ``max_work`` multiply-adds together
+    work = np.asarray(abs(left) @ np.diff(right.indptr).astype(np.float64)).ravel()
+    bounds = _work_bounds(work, block_items, max_work)
+    spans = [(s, e) for s, e in zip(bounds[:-1], bounds[1:], strict=True) if e > s]
+
+    def one(span: tuple[int, int]) -> list[sp.csr_matrix]:
+        s, e = span
+        P = left[s:e] @ right
+        P = sp.csr_matrix(P)
+        row = np.repeat(np.arange(e - s, dtype=np.int32), np.diff(P.indptr))  # block rows
+        row_items = row + np.int32(s)  # their items (int32: half the memory traffic of int64)
+        diagonal = np.flatnonzero(P.indices == row_items)
+        outs = []
+        for f in transforms:
+            vals = P.data.copy() if f is None else np.array(f(P.data, row_items, P.indices))
+            vals[diagonal] = 0  # an item is not its own neighbour
+            outs.append(_topk_entries(P.indptr, P.indices, vals, k, (e - s, n_cols), row))
+        return outs
+
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1 and len(spans) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(one, spans))
+    else:
+        parts = [one(span) for span in spans]
+    if not parts:
+        return [sp.csr_matrix((0, n_cols)) for _ in transforms]
+    return [sp.vstack([p[t] for p in parts], format="csr") for t in range(len(transforms))]
+
+
+def item_similarities(
+    left: sp.csr_matrix,
+    right: sp.csr_matrix,
+    k: int,
+    transform: Transform | None = None,
+    *,
+    block_items: int = 2048,
+    max_work: float = 1e7,
+    workers: int | None = None,
+) -> sp.csr_matrix:
+    """Top-``k`` rows of ``left @ right`` (items x items), a block of ``left``'s rows at a time.
+
+    ``transform(values, row_items, cols)`` rescales a block's entries before pruning; the diagonal
+    (an item with itself) is dropped.
+    """
+    return blocked_topk(
+        left, right, k, [transform], block_items=block_items, max_work=max_work, workers=workers
+    )[0]
 
 
 def cosine_item_similarities(
@@ -98,10 +133,13 @@ def cosine_item_similarities(
     WT = sp.csr_matrix(W.T)
     norms = np.sqrt(np.asarray(WT.multiply(WT).sum(axis=1)).ravel())
 
-    def shrunk(P: sp.csr_matrix, items: np.ndarray) -> sp.csr_matrix:
-        P = P.tocoo()
-        P.data = P.data / (norms[items][P.row] * norms[P.col] + shrink + 1e-12)
-        return P.tocsr()
+    def shrunk(vals: np.ndarray, row_items: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        # vals / (norms[row_items] * norms[cols] + shrink + 1e-12), in place on one temporary
+        den = norms[cols]
+        den *= norms[row_items]
+        den += shrink
+        den += 1e-12
+        return np.divide(vals, den, out=den)
 
     return item_similarities(WT, sp.csr_matrix(W), k, shrunk)
 
@@ -127,7 +165,7 @@ class ItemKNN:
         S = self.fit(t) if S is None else S
         B = t.astype(np.float32)
         B.data[:] = 1.0
-        return top_n_blocks(lambda r: B[r] @ S, t, rows, n)
+        return top_n_blocks(lambda r: B[r] @ S, t, rows, n, block_rows=64, dense=False)
 
 
 def prune_to_k(S: sp.csr_matrix, k: int) -> sp.csr_matrix:

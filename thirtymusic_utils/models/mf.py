@@ -7,8 +7,11 @@
   ``implicit.cpu.bpr.BayesianPersonalizedRanking``, on one thread (its lock-free SGD over several
   threads gives different factors run to run).
 
-Both are seeded (``random_state``) and run on ``num_threads`` threads; recommendations exclude
-the user's training artists (``filter_already_liked_items``).
+Both are seeded (``random_state``) and run on ``num_threads`` threads. Recommendations are the
+top dot products of the fitted factors with the user's training artists excluded
+(``scoring.factor_top_n``: the lists of implicit's ``recommend(..., filter_already_liked_items=True)``
+with ties by lower column, in one BLAS product per block of users; ``implicit_top_n`` calls
+implicit's own ``recommend``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from ..evaluation.protocol import _as_counts, _as_rows
+from .scoring import factor_top_n
 
 __all__ = ["BPR", "IALS", "implicit_top_n"]
 
@@ -37,7 +41,8 @@ def _weighted(train: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
 
 
 def implicit_top_n(model, user_items: sp.csr_matrix, rows: np.ndarray, n: int = 10) -> np.ndarray:
-    """Top-``n`` lists of a fitted ``implicit`` model, -1 where it returns fewer (int64)."""
+    """Top-``n`` lists of a fitted ``implicit`` model by its own ``recommend``, -1 where it returns
+    fewer (int64; ties in implicit's order)."""
     out = np.full((len(rows), n), -1, dtype=np.int64)
     for s in range(0, len(rows), 4096):
         r = rows[s : s + 4096]
@@ -84,7 +89,7 @@ class IALS:
         t = _as_counts(train)
         rows = _as_rows(rows, t.shape[0])
         model = self.fit(t) if model is None else model
-        return implicit_top_n(model, sp.csr_matrix(t, dtype=np.float32), rows, n)
+        return factor_top_n(model.user_factors, model.item_factors, t, rows, n)
 
 
 @dataclass(frozen=True)
@@ -119,4 +124,4 @@ class BPR:
         t = _as_counts(train)
         rows = _as_rows(rows, t.shape[0])
         model = self.fit(t) if model is None else model
-        return implicit_top_n(model, sp.csr_matrix(t, dtype=np.float32), rows, n)
+        return factor_top_n(model.user_factors, model.item_factors, t, rows, n)

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..evaluation.protocol import _as_counts, _as_rows
-from .item_knn import sparse_topk_rows
+from .item_knn import blocked_topk
 from .scoring import top_n_blocks
 
 __all__ = ["RP3beta", "rp3beta_similarities", "transition_matrices"]
@@ -47,26 +47,20 @@ def rp3beta_similarities(
     pui, piu = transition_matrices(train, alpha)
     pop = np.asarray((_as_counts(train) > 0).sum(axis=0)).ravel().astype(np.float64)
     pop = np.where(pop > 0, pop, 1.0)
-    parts: dict[float, list] = {float(b): [] for b in betas}
-    n = piu.shape[0]
-    work = np.asarray((piu > 0) @ np.diff(pui.indptr).astype(np.float64)).ravel()
-    bounds, acc = [0], 0.0
-    for i, w in enumerate(work):
-        if i > bounds[-1] and (acc + w > 3e7 or i - bounds[-1] >= 2048):
-            bounds.append(i)
-            acc = 0.0
-        acc += w
-    bounds.append(n)
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-        items = np.arange(s, e)
-        P = (piu[items] @ pui).tocoo()
-        off = P.col != items[P.row]
-        rows_, cols_, vals_ = P.row[off], P.col[off], P.data[off].astype(np.float64)
-        for b in parts:
-            v = vals_ / pop[cols_] ** b
-            M = sp.csr_matrix((v, (rows_, cols_)), shape=(len(items), pui.shape[1]))
-            parts[b].append(sparse_topk_rows(M, k))
-    return {b: sp.vstack(p, format="csr").astype(np.float32) for b, p in parts.items()}
+    bs = [float(b) for b in dict.fromkeys(float(b) for b in betas)]
+
+    def divide_by(b: float):
+        scale = pop**b  # the target artist's popularity ** beta, once per artist
+
+        def f(vals: np.ndarray, row_items: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            out = vals.astype(np.float64)
+            out /= scale[cols]
+            return out
+
+        return f
+
+    mats = blocked_topk(piu, pui, k, [divide_by(b) for b in bs])
+    return {b: M.astype(np.float32) for b, M in zip(bs, mats, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -89,4 +83,4 @@ class RP3beta:
         rows = _as_rows(rows, t.shape[0])
         S = self.fit(t) if S is None else S
         pui, _ = transition_matrices(t, self.alpha)
-        return top_n_blocks(lambda r: pui[r] @ S, t, rows, n)
+        return top_n_blocks(lambda r: pui[r] @ S, t, rows, n, block_rows=64, dense=False)

@@ -19,7 +19,9 @@ at the largest k serves every k and every aggregation space.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +30,8 @@ import scipy.sparse as sp
 
 from ..evaluation.metrics import hit_ranks, ranking_metrics
 from ..evaluation.protocol import _as_counts, _as_rows
-from .knn import minmax_columns
-from .scoring import top_n_scores, topk_dense_rows
+from .knn import DEFAULT_MEMORY_BUDGET, _block, _split_columns, minmax_columns
+from .scoring import top_n_blocks, topk_dense_rows
 
 __all__ = [
     "K_GRID",
@@ -84,11 +86,16 @@ def neighbours(
     k: int,
     *,
     shrink: float = 0.0,
-    block_rows: int = 512,
+    block_rows: int = 128,
+    head_columns: int | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` neighbours of users ``rows`` by (shrunk) cosine of the rows of ``weighted``.
 
-    Returns ``(idx int64 [len(rows), k], sim float32)`` padded with -1 / 0, sorted by similarity
+    The dot products of a block of users with every user sum a dense BLAS product over the
+    ``head_columns`` most popular artists (``knn.topk_neighbours``' cost model when None) and a
+    sparse product over the rest; blocks run on ``workers`` threads (all cores, at most 2, by
+    default). Returns ``(idx int64 [len(rows), k], sim float32)`` padded with -1 / 0, sorted by similarity
     descending, ties by lower index; a user is never its own neighbour.
     """
     if k < 1:
@@ -100,25 +107,36 @@ def neighbours(
     rows = _as_rows(rows, n)
     norms = np.sqrt(np.asarray(W.multiply(W).sum(axis=1)).ravel()).astype(np.float32)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
-    WT = W.T.tocsr()
+    # the popular artists as dense columns (one BLAS product), the long tail as sparse products
+    parts = _split_columns(W, head_columns, DEFAULT_MEMORY_BUDGET, [0])
     if shrink:
         B = W.copy()
         B.data[:] = 1.0
-        BT = B.T.tocsr()
+        parts_b = _split_columns(B, head_columns, DEFAULT_MEMORY_BUDGET, [0])
     idx = np.full((len(rows), k), -1, dtype=np.int64)
     sim = np.zeros((len(rows), k), dtype=np.float32)
-    for s in range(0, len(rows), block_rows):
+
+    def one(s: int) -> None:
         q = rows[s : s + block_rows]
-        D = (W[q] @ WT).toarray()
+        D = _block(parts, q, 0)  # W[q] @ W.T, dense
         D *= inv[q][:, None]
         D *= inv[None, :]
         if shrink:
-            C = (B[q] @ BT).toarray()
+            C = _block(parts_b, q, 0)  # shared artists
             D *= C / (C + np.float32(shrink))
         D[np.arange(len(q)), q] = 0.0
         i, v = topk_dense_rows(D, k)
         idx[s : s + len(q)] = i
         sim[s : s + len(q)] = v
+
+    starts = range(0, len(rows), block_rows)
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1 and len(starts) > 1:  # the sparse products release the GIL
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, starts))
+    else:
+        for s in starts:
+            one(s)
     return idx, sim
 
 
@@ -158,18 +176,25 @@ def user_knn_top_n(
     weighted: sp.csr_matrix | None = None,
     n: int = 10,
     *,
-    block_rows: int = 1024,
+    block_rows: int = 32,
 ) -> np.ndarray:
-    """Top-n unheard artists of users ``rows`` from their neighbours, aggregated in ``space``."""
+    """Top-n unheard artists of users ``rows`` from their neighbours, aggregated in ``space``.
+
+    Small blocks: a block's arrays stay below glibc's mmap threshold (32 MB), so their memory is
+    reused instead of mapped and faulted in afresh (which cost as much system time as the work)."""
     c = _as_counts(counts)
     M = _space_matrix(c, weighted if weighted is not None else c, space)
     rows = _as_rows(rows, c.shape[0])
-    out = np.full((len(rows), n), -1, dtype=np.int64)
-    block_rows = max(16, min(block_rows, int(5e7 // max(c.shape[1], 1))))  # dense blocks <= 200 MB
-    for s in range(0, len(rows), block_rows):
-        e = s + block_rows
-        out[s:e] = top_n_scores(aggregate(idx[s:e], sim[s:e], M), c[rows[s:e]], n)
-    return out
+    if len(idx) != len(rows):
+        raise ValueError(f"idx must have one row per user in rows ({len(rows)}), got {len(idx)}")
+    where = np.full(c.shape[0], -1, dtype=np.int64)  # a user's line in idx / sim
+    where[rows] = np.arange(len(rows))
+
+    def scores(r: np.ndarray) -> sp.csr_matrix:
+        return aggregate(idx[where[r]], sim[where[r]], M)
+
+    # sparse score blocks (top_n_sparse), on threads
+    return top_n_blocks(scores, c, rows, n, block_rows=block_rows, dense=False)
 
 
 @dataclass(frozen=True)
