@@ -391,3 +391,37 @@ def test_ease_weights_on_one_lapack_thread_are_the_same(monkeypatch):
     many = ease.ease_weights(X, 3.0)
     monkeypatch.setattr(ease, "THREADED_LAPACK_MAX_N", 0)  # every size on one thread
     np.testing.assert_allclose(ease.ease_weights(X, 3.0), many, rtol=1e-6, atol=1e-7)
+
+
+def test_extend_shrink_at_the_top_only():
+    assert bl._extend_shrink((0, 10, 50, 200), 200.0) == (0.0, 10.0, 50.0, 200.0, 800.0)
+    assert bl._extend_shrink((0, 10, 50, 200), 50.0) == (0.0, 10.0, 50.0, 200.0)
+    assert bl._extend_shrink((0, 10), 0.0) == (0.0, 10.0)  # no shrinkage is a natural bound
+    assert bl._extend_shrink((0, 500, 1000), 1000.0) == (0.0, 500.0, 1000.0)  # the cap
+
+
+def test_user_knn_shrink_grid_extends_past_a_best_at_its_top(monkeypatch):
+    """A user-kNN search whose best shrink is the largest of its grid tries a larger one."""
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+    from thirtymusic_utils.models import user_knn
+
+    c = _counts(5, n_users=80, n_items=40, density=0.3)
+    val = holdout_split(c, 1, min_artists=5, ranks=(2, 3))
+    real_best = user_knn._best
+
+    def best_prefers_shrink(table, n):  # make the largest shrink tried win
+        return table.sort_values("shrink", kind="stable").iloc[-1]
+
+    monkeypatch.setattr(user_knn, "_best", best_prefers_shrink)
+    table, _ = user_knn.tune_user_knn(
+        val.train, val.test_rows, val.hidden_cols, ks=(5, 10), weightings=("binary",),
+        spaces=("binary",), shrinks=(0.0, 400.0),
+    )  # fmt: skip
+    tried = sorted(set(table["shrink"]))
+    assert tried == [0.0, 400.0, 1000.0]  # 400 at the top -> 1000 (the cap), then no more
+    monkeypatch.setattr(user_knn, "_best", real_best)
+    table, chosen = user_knn.tune_user_knn(
+        val.train, val.test_rows, val.hidden_cols, ks=(5, 10), weightings=("binary",),
+        spaces=("binary",), shrinks=(0.0, 2.0),
+    )  # fmt: skip
+    assert chosen.shrink in set(table["shrink"])

@@ -7,8 +7,8 @@ the grid's order), refitted on chapter 02's training matrix and scored on its te
 Budgets (``GRIDS[profile][model]``): full grids for the neighbourhood and linear models (one
 similarity pass per value that changes the neighbour lists, smaller ``k`` pruned from the largest);
 a seeded random sample of a stated size from the product grid for the factor models. A chosen
-value at the edge of its grid is flagged (``edge_flags``); the neighbour counts and EASE's penalty
-are extended until they are not.
+value at the edge of its grid is flagged (``edge_flags``); the neighbour counts, the kNN shrinkage
+terms and EASE's penalty are extended until they are not.
 """
 
 from __future__ import annotations
@@ -191,6 +191,15 @@ def _extend_k(ks: Sequence[int], best: int, cap: int) -> tuple:
     return ks
 
 
+def _extend_shrink(shrinks: Sequence[float], best: float, cap: float = 1000.0) -> tuple:
+    """``shrinks`` with 4 times the largest appended when the best is the largest (and below
+    ``cap``); unchanged otherwise (0, no shrinkage, is a natural lower bound)."""
+    shrinks = tuple(sorted(float(s) for s in shrinks))
+    if best == shrinks[-1] and 0 < best < cap:
+        return (*shrinks, min(cap, 4 * best))
+    return shrinks
+
+
 def tune(
     model: str,
     train: sp.csr_matrix,
@@ -227,9 +236,9 @@ def tune(
         }
     recs: list[dict] = []
     if model == "item_knn":
-        ks = tuple(grid["k"])
+        ks, shrinks = tuple(grid["k"]), tuple(grid["shrink"])
         while True:
-            for w, h in itertools.product(grid["weighting"], grid["shrink"]):
+            for w, h in itertools.product(grid["weighting"], shrinks):
                 S = ItemKNN(ks[-1], h, w).fit(train)
                 for k in ks:
                     if any(r["k"] == k and r["weighting"] == w and r["shrink"] == h for r in recs):
@@ -245,9 +254,10 @@ def tune(
                     )
             best = _pick(pd.DataFrame(recs), n)
             ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
-            if ks2 == ks:
+            shrinks2 = _extend_shrink(shrinks, float(best["shrink"]))
+            if ks2 == ks and shrinks2 == shrinks:
                 break
-            ks = ks2
+            ks, shrinks = ks2, shrinks2
     elif model == "rp3beta":
         ks = tuple(grid["k"])
         while True:

@@ -52,6 +52,9 @@ SPACES = ("counts", "weighted", "binary")
 # k grid: extended (doubling) while the best k sits at its top, up to the number of users - 1
 K_GRID = (5, 10, 20, 50, 100, 200, 500, 1000)
 SHRINK_GRID = (0.0, 2.0, 5.0, 10.0, 20.0)
+#: a shrink at the top of the grid is followed by ``SHRINK_STEP`` times it, up to ``MAX_SHRINK``
+SHRINK_STEP = 2.5
+MAX_SHRINK = 1000.0
 BM25_K1, BM25_B = 1.2, 0.75
 
 
@@ -264,7 +267,8 @@ def tune_user_knn(
     """Coarse-to-fine search of user-kNN on a validation hold-out (``train`` lacks the hidden cells).
 
     1. Every weighting x space x k, plain cosine (one neighbour pass per weighting at the largest k).
-    2. The best (weighting, space): every shrink of ``shrinks`` x k (one pass per shrink).
+    2. The best (weighting, space): every shrink of ``shrinks`` x k (one pass per shrink); while
+       the best shrink is the largest tried, ``SHRINK_STEP`` times it (up to ``MAX_SHRINK``).
     3. While the best k is the grid's largest and below ``max_k`` (and the user count), the grid is
        doubled at its top and step 2's best (weighting, shrink, space) re-run over the new k.
 
@@ -297,10 +301,10 @@ def tune_user_knn(
     best = _best(pd.DataFrame(recs), n)
     weighting = str(best["weighting"])
     W = cache[weighting]
-    for shrink in shrinks:
-        if shrink == 0:
-            continue
-        idx, sim = neighbours(W, rows, ks[-1], shrink=float(shrink))
+    todo = sorted({float(x) for x in shrinks} - {0.0})
+    while todo:
+        shrink = todo.pop(0)
+        idx, sim = neighbours(W, rows, ks[-1], shrink=shrink)
         recs += _evaluate(
             c,
             rows,
@@ -310,9 +314,12 @@ def tune_user_knn(
             W,
             ks,
             [str(best["space"])],
-            {"stage": "shrink", "weighting": weighting, "shrink": float(shrink)},
+            {"stage": "shrink", "weighting": weighting, "shrink": shrink},
             n,
         )
+        top = float(_best(pd.DataFrame(recs), n)["shrink"])
+        if not todo and top == shrink and shrink < MAX_SHRINK:  # best at the top: one step more
+            todo.append(min(SHRINK_STEP * shrink, MAX_SHRINK))
     best = _best(pd.DataFrame(recs), n)
     cap = min(int(max_k), c.shape[0] - 1)
     while int(best["k"]) == ks[-1] and ks[-1] < cap:
