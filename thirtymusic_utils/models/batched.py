@@ -510,17 +510,27 @@ class _Rows:
         self.inverse = list(inv.split([i.numel() for i in index_sets]))
 
 
+def _cdf(q: torch.Tensor | None) -> torch.Tensor | None:
+    """The cumulative distribution of ``q`` (float64), which :func:`_draw_negatives` searches."""
+    return None if q is None else torch.cumsum(q.to(torch.float64), 0)
+
+
 def _draw_negatives(
     config: BatchedConfig, n_art: int, n_pairs: int, q: torch.Tensor | None,
-    gen: torch.Generator, dev: torch.device,
+    gen: torch.Generator, dev: torch.device, cdf: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """The batch's negatives: one uniform artist per pair (``cosine_embedding``), else
-    ``n_negatives`` shared ones drawn from ``q`` (uniform when ``q`` is None)."""
+    ``n_negatives`` shared ones drawn from ``q`` (uniform when ``q`` is None), with replacement, by
+    searching uniform draws in ``q``'s cumulative distribution ``cdf`` (:func:`_cdf`; computed here
+    when not given): a step then costs ``n_negatives`` binary searches, not a pass over ``q``."""
     if config.loss == "cosine_embedding":
         return torch.randint(n_art, (n_pairs,), generator=gen, device=dev)
     if q is None:
         return torch.randint(n_art, (config.n_negatives,), generator=gen, device=dev)
-    return torch.multinomial(q, config.n_negatives, replacement=True, generator=gen)
+    cdf = _cdf(q) if cdf is None else cdf
+    assert cdf is not None
+    x = torch.rand(config.n_negatives, generator=gen, device=dev, dtype=torch.float64) * cdf[-1]
+    return torch.searchsorted(cdf, x, right=True).clamp_(max=len(cdf) - 1)
 
 
 def _batch_loss(
@@ -532,15 +542,17 @@ def _batch_loss(
     logq: torch.Tensor,
     gen: torch.Generator,
     chunks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    cdf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int, list[_Rows]]:
     """Weighted loss of one batch of users (or chunks of users' pairs), its number of pairs, and the
     gathered embedding rows it read (their ``sub.grad`` holds the embedding gradients after
-    ``backward``; the tables themselves get no gradient)."""
+    ``backward``; the tables themselves get no gradient). ``cdf``: ``q``'s cumulative distribution
+    (:func:`_cdf`), when the caller keeps it across steps."""
     ix = _pair_index(model, users, pairs, gen, chunks)
     artists, weights = ix.artists, ix.weights
     n_art = model.config.n_artists
     dev = users.device
-    neg = _draw_negatives(config, n_art, len(artists), q, gen, dev)
+    neg = _draw_negatives(config, n_art, len(artists), q, gen, dev, cdf)
     tables: list[_Rows] = []
     bag = ids = None
     if model.has_history:
@@ -761,6 +773,7 @@ def _fit(
         raise ValueError("no training pairs: the count matrix is empty")
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     q, logq = _sampler(pairs, model.config.n_artists, config, dev)
+    cdf = _cdf(q)
     batch_pairs = config.batch_pairs or auto_batch_pairs(pairs.n_pairs)
     lens_all = pairs.indptr[1:] - pairs.indptr[:-1]
     active = torch.nonzero(lens_all > 0).squeeze(1)
@@ -780,7 +793,7 @@ def _fit(
         t0, c0 = time.perf_counter(), time.process_time()
         total, seen = 0.0, 0
         for batch, chunks in _epoch_batches(pairs, lens_all, active, config, batch_pairs, gen):
-            loss, n, tables = _batch_loss(model, batch, pairs, config, q, logq, gen, chunks)
+            loss, n, tables = _batch_loss(model, batch, pairs, config, q, logq, gen, chunks, cdf)
             for o in opts:
                 o.zero_grad(set_to_none=True)
             loss.backward()
