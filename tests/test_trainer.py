@@ -21,6 +21,7 @@ from thirtymusic_utils.models.batched import (
     BatchedConfig,
     RowAdam,
     _batch_loss,
+    _draw_negatives,
     _epoch_batches,
     _positive_hits,
     _sampler,
@@ -245,6 +246,21 @@ def test_sampler_and_logq():
     assert (q >= 0.5 / 30 - 1e-12).all()  # the uniform half keeps every artist drawable
 
 
+def test_negatives_follow_the_sampler():
+    counts = random_counts(16, 10, 30, 0.3)
+    pairs = pair_table(counts, history_model(counts))
+    cfg = SMALL.replace(negative_mix=0.8, n_negatives=200_000)
+    q, _ = _sampler(pairs, 30, cfg, torch.device("cpu"))
+    neg = _draw_negatives(cfg, 30, 5, q, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert neg.min() >= 0 and neg.max() < 30
+    freq = torch.bincount(neg, minlength=30).double() / len(neg)
+    assert torch.allclose(freq, q, atol=4 * float(q.max().sqrt()) / len(neg) ** 0.5)
+    zero = q.clone()
+    zero[[0, 7, 29]] = 0.0  # an artist of probability 0 is never drawn, at either end or inside
+    neg = _draw_negatives(cfg, 30, 5, zero / zero.sum(), torch.Generator(), torch.device("cpu"))
+    assert not torch.isin(neg, torch.tensor([0, 7, 29])).any()
+
+
 def test_batch_loss_matches_a_brute_force_sampled_softmax():
     counts = random_counts(15, 6, 9, 0.5)
     model = history_model(counts, seed=3).eval()  # eval: no dropout, so the loss is reproducible
@@ -254,7 +270,7 @@ def test_batch_loss_matches_a_brute_force_sampled_softmax():
     users = torch.arange(6)
     with torch.no_grad():
         got, n, _ = _batch_loss(model, users, pairs, cfg, q, logq, torch.Generator().manual_seed(7))
-        neg = torch.multinomial(q, 20, replacement=True, generator=torch.Generator().manual_seed(7))
+        neg = _draw_negatives(cfg, 9, n, q, torch.Generator().manual_seed(7), torch.device("cpu"))
         x, artists, w, _ = pair_user_vectors(model, users, pairs)
         u = torch.nn.functional.normalize(x, dim=-1)
         a = torch.nn.functional.normalize(model.artist_vectors(), dim=-1)
