@@ -78,6 +78,7 @@ __all__ = [
     "recommendation_table",
     "save_outcomes",
     "similar_artists",
+    "topk_lowest_ties",
     "topk_neighbours",
     "tune_knn",
     "user_neighbours",
@@ -281,6 +282,27 @@ def _group_top(keys: np.ndarray, groups: np.ndarray, m: int, kk: int) -> np.ndar
     return out
 
 
+def topk_lowest_ties(
+    A: np.ndarray, take: int, positive: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``torch.topk`` of the ``take`` (<= columns) largest values of each row of float32 ``A``:
+    ``(vals, cols)``, unsorted. Where more cells tie with a row's ``take``-th value than places are
+    left, the lowest columns among them win; rows whose ``take``-th value is not positive (not
+    finite, with ``positive=False``) are left as ``torch.topk`` gives them."""
+    vals, idx = (t.numpy() for t in torch.topk(torch.from_numpy(A), take, dim=1))
+    if take < A.shape[1]:
+        kth = vals[:, -1]
+        judged = kth > 0 if positive else np.isfinite(kth)
+        crossing = judged & (np.count_nonzero(A >= kth[:, None], axis=1) > take)
+        for r in np.flatnonzero(crossing):  # ties across the cut: the lowest columns win
+            row = A[r]
+            gt = np.flatnonzero(row > kth[r])
+            eq = np.flatnonzero(row == kth[r])[: take - len(gt)]
+            idx[r] = np.concatenate([gt, eq])
+            vals[r] = row[idx[r]]
+    return vals, idx
+
+
 def _top_rows(A: np.ndarray, kk: int, offset: int) -> np.ndarray:
     """Keys of the ``kk`` largest positive entries of each row (column j has id offset + j).
 
@@ -291,16 +313,7 @@ def _top_rows(A: np.ndarray, kk: int, offset: int) -> np.ndarray:
     take = min(kk, N)
     if take == 0 or m == 0:
         return out
-    vals, idx = (t.numpy() for t in torch.topk(torch.from_numpy(A), take, dim=1))
-    if take < N:
-        kth = vals[:, -1]
-        crossing = (kth > 0) & (np.count_nonzero(A >= kth[:, None], axis=1) > take)
-        for r in np.flatnonzero(crossing):  # ties across the cut: the lowest ids win
-            row = A[r]
-            gt = np.flatnonzero(row > kth[r])
-            eq = np.flatnonzero(row == kth[r])[: take - len(gt)]
-            idx[r] = np.concatenate([gt, eq])
-            vals[r] = row[idx[r]]
+    vals, idx = topk_lowest_ties(A, take)
     keys = _encode(vals, idx + offset)
     keys.sort(axis=1)
     out[:, :take] = keys[:, ::-1]

@@ -22,6 +22,7 @@ import torch
 
 from ..evaluation.metrics import hit_ranks, ranking_metrics
 from ..evaluation.protocol import _as_csr, _as_rows
+from .knn import _decode, _top_rows, topk_lowest_ties
 
 __all__ = [
     "factor_top_n",
@@ -144,8 +145,6 @@ def topk_dense_rows(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Sorted by value descending, ties by lower column; padded with -1 / 0.
     """
-    from .knn import _decode, _top_rows
-
     keys = _top_rows(np.ascontiguousarray(A, dtype=np.float32), k, 0)
     return _decode(keys)
 
@@ -170,8 +169,8 @@ def top_n_finite(scores: np.ndarray, n: int = 10) -> np.ndarray:
     """Top ``n`` columns per row of a dense float32 block by score, any finite score (negative ones
     too), ties by lower column; ``-inf`` marks a cell that is never recommended. -1 padded.
 
-    ``torch.topk`` finds each row's n best; rows where more cells tie with the n-th value than
-    places are left take the lowest columns among them.
+    ``knn.topk_lowest_ties`` finds each row's n best, the lowest columns winning ties across the
+    cut.
     """
     S = np.ascontiguousarray(scores, dtype=np.float32)
     m, n_cols = S.shape
@@ -179,16 +178,7 @@ def top_n_finite(scores: np.ndarray, n: int = 10) -> np.ndarray:
     take = min(n, n_cols)
     if take == 0 or m == 0:
         return out
-    vals, idx = (t.numpy() for t in torch.topk(torch.from_numpy(S), take, dim=1))
-    if take < n_cols:
-        kth = vals[:, -1]
-        crossing = np.isfinite(kth) & (np.count_nonzero(S >= kth[:, None], axis=1) > take)
-        for r in np.flatnonzero(crossing):  # ties across the cut: the lowest columns win
-            row = S[r]
-            gt = np.flatnonzero(row > kth[r])
-            eq = np.flatnonzero(row == kth[r])[: take - len(gt)]
-            idx[r] = np.concatenate([gt, eq])
-            vals[r] = row[idx[r]]
+    vals, idx = topk_lowest_ties(S, take, positive=False)
     order = np.lexsort((idx, -vals), axis=1)
     idx = np.take_along_axis(idx, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
