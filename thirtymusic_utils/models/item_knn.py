@@ -10,16 +10,14 @@ Similarities are computed a block of artists at a time as sparse products and pr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..evaluation.protocol import _as_counts, _as_rows
-from .scoring import _topk_entries, top_n_blocks
+from .scoring import _topk_entries, map_blocks, top_n_blocks
 from .user_knn import weight_rows
 
 __all__ = [
@@ -94,12 +92,7 @@ def blocked_topk(
             outs.append(_topk_entries(P.indptr, P.indices, vals, k, (e - s, n_cols), row))
         return outs
 
-    workers = workers or min(2, os.cpu_count() or 1)
-    if workers > 1 and len(spans) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(one, spans))
-    else:
-        parts = [one(span) for span in spans]
+    parts = map_blocks(one, spans, workers)
     if not parts:
         return [sp.csr_matrix((0, n_cols)) for _ in transforms]
     return [sp.vstack([p[t] for p in parts], format="csr") for t in range(len(transforms))]

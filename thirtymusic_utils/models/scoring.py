@@ -27,6 +27,7 @@ from .knn import _decode, _top_rows, topk_lowest_ties
 __all__ = [
     "factor_top_n",
     "grid_search",
+    "map_blocks",
     "top_n_blocks",
     "top_n_dense",
     "top_n_finite",
@@ -260,6 +261,17 @@ def top_n_scores(
     return top_n_dense(scores, exclude, n)
 
 
+def map_blocks(fn: Callable[[Any], Any], items: Iterable[Any], workers: int | None = None) -> list:
+    """``[fn(x) for x in items]``, in order, on ``workers`` threads (all cores, at most 2, by
+    default): for blocks whose work releases the GIL, as scipy's sparse products do."""
+    items = list(items)
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
+    return [fn(x) for x in items]
+
+
 def top_n_blocks(
     score_block: Callable[[np.ndarray], np.ndarray | sp.spmatrix],
     train: sp.csr_matrix,
@@ -291,13 +303,7 @@ def top_n_blocks(
         r = rows[s : s + block_rows]
         out[s : s + len(r)] = top_n_scores(score_block(r), t[r], n)
 
-    workers = workers or min(2, os.cpu_count() or 1)
-    if workers > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, starts))
-    else:
-        for s in starts:
-            one(s)
+    map_blocks(one, starts, workers)
     return out
 
 

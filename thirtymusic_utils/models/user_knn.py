@@ -19,9 +19,7 @@ at the largest k serves every k and every aggregation space.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +29,7 @@ import scipy.sparse as sp
 from ..evaluation.metrics import hit_ranks, ranking_metrics
 from ..evaluation.protocol import _as_counts, _as_rows
 from .knn import DEFAULT_MEMORY_BUDGET, _block, _split_columns, minmax_columns
-from .scoring import top_n_blocks, topk_dense_rows
+from .scoring import map_blocks, top_n_blocks, topk_dense_rows
 
 __all__ = [
     "K_GRID",
@@ -132,14 +130,7 @@ def neighbours(
         idx[s : s + len(q)] = i
         sim[s : s + len(q)] = v
 
-    starts = range(0, len(rows), block_rows)
-    workers = workers or min(2, os.cpu_count() or 1)
-    if workers > 1 and len(starts) > 1:  # the sparse products release the GIL
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, starts))
-    else:
-        for s in starts:
-            one(s)
+    map_blocks(one, range(0, len(rows), block_rows), workers)  # the sparse products release the GIL
     return idx, sim
 
 
