@@ -905,7 +905,7 @@ def results_summary(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     results JSON. Models whose chapter did not report them are left out; intervals that chapter 07
     did not record (:func:`model_record`) are None.
     """
-    t05 = results.get("07_comparison", {})
+    t07 = results.get("07_comparison", {})
     rows = []
     for model, (notebook, key) in RESULT_KEYS.items():
         hr = results.get(notebook, {}).get(key)
@@ -917,10 +917,10 @@ def results_summary(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
                 "label": MODEL_LABELS[model],
                 "chapter": notebook,
                 "hr_at_10": float(hr),
-                "ci_low": t05.get(f"hr_ci_low_{model}"),
-                "ci_high": t05.get(f"hr_ci_high_{model}"),
-                "wilson_low": t05.get(f"wilson_low_{model}"),
-                "wilson_high": t05.get(f"wilson_high_{model}"),
+                "ci_low": t07.get(f"hr_ci_low_{model}"),
+                "ci_high": t07.get(f"hr_ci_high_{model}"),
+                "wilson_low": t07.get(f"wilson_low_{model}"),
+                "wilson_high": t07.get(f"wilson_high_{model}"),
             }
         )
     if not rows:
