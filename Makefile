@@ -14,9 +14,9 @@ BUILD_DIR ?= build
 PROFILE   ?= default
 SEED      ?= 0
 KERNEL    := thirtymusic
-# torch's OpenMP threads sleep while they wait instead of spinning: on 2 shared cores spinning threads
-# ran training 4x slower (see thirtymusic_utils/models/batched.py, configure_threads)
-export OMP_WAIT_POLICY ?= PASSIVE
+# torch's OpenMP threads spin only briefly (10,000 turns) before they sleep: the long default spin ran
+# training 4x slower on shared cores, no spin 3x slower on idle ones (see thirtymusic_utils/__init__.py)
+export GOMP_SPINCOUNT ?= 10000
 PYTEST_ARGS ?=
 
 NOTEBOOKS := 01_user_artist_matrix 02_collaborative_filtering 03_baselines 04_embeddings 05_training \

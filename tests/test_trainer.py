@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,14 @@ from thirtymusic_utils.models.batched import (
     BatchedConfig,
     RowAdam,
     _batch_loss,
+    _cosine,
     _draw_negatives,
     _epoch_batches,
     _positive_hits,
     _sampler,
     auto_batch_pairs,
+    available_cores,
+    busy_cores,
     configure_threads,
     fit_batched,
     keep_freed_memory,
@@ -352,14 +356,37 @@ def test_auto_batch_pairs_and_threads():
         torch.set_num_threads(before)
 
 
-def test_threads_wait_passively_unless_told_and_freed_memory_is_kept():
-    code = "import os, thirtymusic_utils; print(os.environ['OMP_WAIT_POLICY'])"
-    for env, want in (({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")):
+def test_threads_spin_briefly_unless_told_and_freed_memory_is_kept():
+    code = (
+        "import os, thirtymusic_utils; "
+        "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    cases = (
+        ({}, "10000 None"),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE"),
+        ({"GOMP_SPINCOUNT": "7"}, "7 None"),
+    )
+    for env, want in cases:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env},
                              check=True)  # fmt: skip
         assert out.stdout.strip() == want
     assert keep_freed_memory() is (sys.platform == "linux")
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc/stat")
+def test_busy_cores_sees_another_process_and_not_this_one():
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:  # this process busy before: not counted
+        pass
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        busy = busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.3 < busy <= available_cores() + 0.5
 
 
 def test_run_improved_uses_the_batched_trainer():
@@ -486,3 +513,18 @@ def test_bench_trainer_stages_on_small_data():
     t = bench_train_full(counts, 0)
     assert 1 <= t["best_epoch"] <= t["epochs_run"] and 0.0 <= t["hr_at_10_embedding"] <= 1.0
     assert t["train_device"] in ("cpu", "cuda") and t["n_test_users"] == s["n_test_users"]
+
+
+@given(st.integers(1, 40), st.integers(1, 9), st.integers(0, 2**31 - 1))
+@settings(max_examples=40, deadline=None)
+def test_cosine_and_its_gradient_equal_f_normalize(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x[0] = 0.0  # a zero row: the clamped norm, where autograd's gradient is g / eps
+    grad = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = torch.nn.functional.normalize(x1, dim=-1), _cosine(x2)
+    (y1 * grad).sum().backward()
+    (y2 * grad).sum().backward()
+    torch.testing.assert_close(y2, y1)
+    torch.testing.assert_close(x2.grad, x1.grad)
