@@ -618,24 +618,57 @@ def test_worker_processes_give_the_same_result(
     assert got_counts == want_counts
 
 
+@pytest.mark.parametrize("form", ["plain", "no final newline", "gzip"])
+def test_worker_processes_name_the_same_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """Workers that read their own spans of the file (plain files) or get the bytes (compressed
+    ones) report a bad line by the same number, and read the same plays, as one process."""
+    folder = small_idomaar(tmp_path / "d", n_tracks=400)
+    path = folder / "relations" / "sessions.idomaar"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[163] = lines[163].replace(b'"id":', b'"id":x', 1)
+    data = b"".join(lines)
+    if form == "no final newline":
+        data = data.rstrip(b"\n")
+    if form == "gzip":
+        path.unlink()
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    with pytest.raises(DataFormatError) as one:
+        scan_plays(folder)
+    expected = scan_plays(folder, errors="skip")
+    monkeypatch.setattr(readers, "PARALLEL_MIN_BYTES", 10_000)
+    monkeypatch.setenv("THIRTYMUSIC_READ_WORKERS", "1")
+    with block_bytes(1500):
+        with pytest.raises(DataFormatError) as many:
+            scan_plays(folder)
+        got = scan_plays(folder, errors="skip")
+    assert one.value.line == many.value.line == 164
+    assert str(one.value) == str(many.value)
+    pd.testing.assert_frame_equal(got.plays, expected.plays)
+    assert got.report.skipped_lines == expected.report.skipped_lines == 1
+
+
 class _NeverDone:
     """A worker's future that is never done before it is asked for: the main process must then
-    run the fast path on the blocks that follow it."""
+    run the fast path on the spans that follow it."""
 
-    def __init__(self, fast, block: bytes) -> None:
-        self.fast, self.block = fast, block
+    def __init__(self, fn, *args) -> None:
+        self.fn, self.args = fn, args
 
     def done(self) -> bool:
         return False
 
     def result(self):
-        return self.fast(self.block)
+        return self.fn(*self.args)
 
 
 def test_blocks_the_main_process_takes_while_the_worker_is_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the worker always busy, the main process parses the later blocks itself: the same plays,
+    """With the worker always busy, the main process parses the later spans itself: the same plays,
     sessions and counts, in file order."""
     folder = small_idomaar(tmp_path / "d", n_tracks=400)
     path = folder / "relations" / "sessions.idomaar"
@@ -645,15 +678,15 @@ def test_blocks_the_main_process_takes_while_the_worker_is_busy(
     expected = scan_plays(folder, errors="skip")
     taken = []
 
-    class CountingDone(readers._Done):
-        def __init__(self, fast, block: bytes) -> None:
-            taken.append(len(block))
-            super().__init__(fast, block)
+    class CountingDone(readers._DoneSpan):
+        def __init__(self, fd, start, end, fast) -> None:
+            taken.append(end - start)
+            super().__init__(fd, start, end, fast)
 
     monkeypatch.setattr(readers, "PARALLEL_MIN_BYTES", 10_000)
     monkeypatch.setenv("THIRTYMUSIC_READ_WORKERS", "1")
-    monkeypatch.setattr(readers, "_submit", lambda pool, fast, block: _NeverDone(fast, block))
-    monkeypatch.setattr(readers, "_Done", CountingDone)
+    monkeypatch.setattr(readers, "_submit", lambda pool, fn, *args: _NeverDone(fn, *args))
+    monkeypatch.setattr(readers, "_DoneSpan", CountingDone)
     with block_bytes(2000):
         got = scan_plays(folder, errors="skip")
     assert len(taken) > 10  # most blocks were the main process's own

@@ -1209,9 +1209,9 @@ def _fast_pool(src: _Source, size: int) -> Iterator[tuple[Any, int]]:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _submit(pool: Any, fast: Callable, block: bytes) -> Any:
+def _submit(pool: Any, fast: Callable, *args: Any) -> Any:
     try:
-        return pool.submit(fast, block)
+        return pool.submit(fast, *args)
     except Exception:  # a broken pool: the main process runs the fast path itself
         return None
 
@@ -1243,6 +1243,70 @@ def _fast_result(future: Any) -> Any:
         return future.result()
     except Exception:  # a worker that failed: the main process parses the block itself
         return _NOT_RUN
+
+
+_SPAN_FDS: dict[str, int] = {}  # per worker process: the files it reads spans of
+
+
+def _read_span(fd: int, start: int, end: int) -> bytes:
+    data = os.pread(fd, end - start, start)
+    while len(data) < end - start:  # pread may return less than asked
+        more = os.pread(fd, end - start - len(data), start + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _fast_span(path: str, start: int, end: int, fast: Callable[[bytes], Any]) -> tuple:
+    """In a worker: read bytes ``start:end`` of ``path`` itself (so the block never travels through
+    a pipe) and run the fast path: (records or None, number of lines, None)."""
+    fd = _SPAN_FDS.get(path)
+    if fd is None:
+        fd = _SPAN_FDS[path] = os.open(path, os.O_RDONLY)
+    data = _read_span(fd, start, end)
+    try:
+        value = fast(data) if len(data) == end - start else None
+    except Exception:  # defensive, as in _parse_block: the slow path has the last word
+        value = None
+    return value, data.count(b"\n"), None
+
+
+class _DoneSpan:
+    """A span whose fast path this process ran itself while the workers were busy (it keeps the
+    bytes, which the slow path then needs)."""
+
+    def __init__(self, fd: int, start: int, end: int, fast: Callable[[bytes], Any]) -> None:
+        data = _read_span(fd, start, end)
+        try:
+            value = fast(data)
+        except Exception:
+            value = None
+        self.value = (value, data.count(b"\n"), data)
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        return self.value
+
+
+SPAN_PROBE = 1 << 16
+
+
+def _span_end(fd: int, start: int, size: int) -> int:
+    """The end of the span of whole lines from ``start``: just after the first newline at or after
+    ``start + BLOCK_BYTES`` (``size`` when there is none)."""
+    at = start + BLOCK_BYTES - 1
+    while at < size:
+        chunk = os.pread(fd, SPAN_PROBE, at)
+        if not chunk:
+            break
+        i = chunk.find(b"\n")
+        if i >= 0:
+            return at + i + 1
+        at += len(chunk)
+    return size
 
 
 _CUT_REASON = (
@@ -1278,13 +1342,37 @@ def _chunks(
         pending: deque[tuple[Any, bytes, int]] = deque()
         ahead = 2 * workers
 
+        span_line = [0]  # lines before the next span to settle (spans do not know their start)
+
         def settle(keep: int) -> Iterator[Any]:
             """Parse (in file order) the blocks sent to the workers, leaving ``keep`` in flight
             (-1: only those already done)."""
             while len(pending) > max(keep, 0) and (keep >= 0 or _ready(pending[0][0])):
                 future, block, start = pending.popleft()
+                if isinstance(block, tuple):  # a span the worker read itself
+                    yield from settle_span(future, *block)
+                    continue
                 part = _parse_block(src, block, start, report, errors, state, _fast_result(future))
                 state.records += len(part)
+                yield part
+
+        def settle_span(future: Any, lo: int, hi: int) -> Iterator[Any]:
+            got = _fast_result(future)
+            value, n, data = (None, -1, None) if got is _NOT_RUN else got
+            if value is not None and n <= chunk_lines:
+                state.records += len(value)
+                span_line[0] += n
+                yield value
+                return
+            if data is None:  # the slow path needs the bytes: read them here
+                data = _read_span(span_fd, lo, hi)
+            first = span_line[0] + 1
+            fast = value if value is not None else _NOT_RUN
+            for offset, n_block, block in _blocks(data, chunk_lines):
+                part = _parse_block(src, block, first + offset, report, errors, state,
+                                    fast if n_block == n else _NOT_RUN)  # fmt: skip
+                state.records += len(part)
+                span_line[0] += n_block
                 yield part
 
         lineno = 0
@@ -1297,43 +1385,70 @@ def _chunks(
                 )
             _check_header(src, first)
         pos = raw.tell()
-        while True:
-            data = _read_block(f, src, lineno)
-            if not data:
-                break
-            if lineno == 0 and data.startswith(b"\xef\xbb\xbf"):
-                data = data[3:]
-            last = None  # the file's last line, when it has no newline and may be cut short
-            if src.may_be_cut is not None and not data.endswith(b"\n"):
-                cut = data.rfind(b"\n") + 1
-                if data[cut:].strip(_TRIM) and src.may_be_cut(data[cut:]):
-                    data, last = data[:cut], data[cut:]
-            n_lines = 0
-            for offset, n_lines_block, block in _blocks(data, chunk_lines) if data else ():
-                n_lines += n_lines_block
-                if pool is not None:
+        # a plain file read by workers: each reads its spans of whole lines itself; this process
+        # only finds where the spans end. The file's last span, when it lacks a final newline,
+        # and a file that starts with a byte-order mark are left to the loop below.
+        span_fd = os.open(src.path, os.O_RDONLY) if pool is not None and f is raw else -1
+        try:
+            bom = span_fd >= 0 and lineno == 0 and os.pread(span_fd, 3, 0) == b"\xef\xbb\xbf"
+            if span_fd >= 0 and not bom:
+                span_line[0] = lineno
+                while pos < size:
+                    end = _span_end(span_fd, pos, size)
+                    if end == size and os.pread(span_fd, 1, size - 1) != b"\n":
+                        break  # the last line has no newline: read below, as it may be cut
                     yield from settle(-1)
-                    # with every worker busy, this process runs the fast path on the block itself
-                    busy = sum(not isinstance(job, _Done) for job, _, _ in pending) >= ahead
-                    job = _Done(src.fast, block) if busy else _submit(pool, src.fast, block)
-                    pending.append((job, block, lineno + offset + 1))
-                    continue
-                part = _parse_block(src, block, lineno + offset + 1, report, errors, state)
-                state.records += len(part)
-                yield part
-            if last is not None:
+                    busy = sum(not isinstance(job, _DoneSpan) for job, _, _ in pending) >= ahead
+                    if busy:
+                        job: Any = _DoneSpan(span_fd, pos, end, src.fast)
+                    else:
+                        job = _submit(pool, _fast_span, str(src.path), pos, end, src.fast)
+                    pending.append((job, (pos, end), None))
+                    bar.update(end - pos)
+                    pos = end
                 yield from settle(0)
-                n = lineno + n_lines + 1
-                if len(_parse_block(src, last, n, report, errors, state)):  # else skipped
-                    if errors == "raise":
-                        raise DataFormatError(src.path, n, _CUT_REASON)
-                    report.possibly_truncated_lines += 1
-                    _skip(src, report, state, n, _CUT_REASON)
-                n_lines += 1
-            lineno += n_lines
-            now = raw.tell()
-            bar.update(now - pos)
-            pos = now
+                lineno = span_line[0]
+                raw.seek(pos)
+            while True:
+                data = _read_block(f, src, lineno)
+                if not data:
+                    break
+                if lineno == 0 and data.startswith(b"\xef\xbb\xbf"):
+                    data = data[3:]
+                last = None  # the file's last line, when it has no newline and may be cut short
+                if src.may_be_cut is not None and not data.endswith(b"\n"):
+                    cut = data.rfind(b"\n") + 1
+                    if data[cut:].strip(_TRIM) and src.may_be_cut(data[cut:]):
+                        data, last = data[:cut], data[cut:]
+                n_lines = 0
+                for offset, n_lines_block, block in _blocks(data, chunk_lines) if data else ():
+                    n_lines += n_lines_block
+                    if pool is not None:
+                        yield from settle(-1)
+                        # with every worker busy, this process runs the fast path on the block itself
+                        busy = sum(not isinstance(job, _Done) for job, _, _ in pending) >= ahead
+                        job = _Done(src.fast, block) if busy else _submit(pool, src.fast, block)
+                        pending.append((job, block, lineno + offset + 1))
+                        continue
+                    part = _parse_block(src, block, lineno + offset + 1, report, errors, state)
+                    state.records += len(part)
+                    yield part
+                if last is not None:
+                    yield from settle(0)
+                    n = lineno + n_lines + 1
+                    if len(_parse_block(src, last, n, report, errors, state)):  # else skipped
+                        if errors == "raise":
+                            raise DataFormatError(src.path, n, _CUT_REASON)
+                        report.possibly_truncated_lines += 1
+                        _skip(src, report, state, n, _CUT_REASON)
+                    n_lines += 1
+                lineno += n_lines
+                now = raw.tell()
+                bar.update(now - pos)
+                pos = now
+        finally:
+            if span_fd >= 0:
+                os.close(span_fd)
         yield from settle(0)
     if state.records == 0:
         skipped = report.skipped_by_file[src.key]
