@@ -1170,10 +1170,12 @@ def _read_block(f: IO[bytes], src: _Source, lineno: int) -> bytes:
 
 PARALLEL_MIN_BYTES = 256 << 20
 """Files at least this large (``tracks.idomaar``, the sessions) have their fast path run in worker
-processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: one less than the CPUs this process may
-use, at most 4; 0 turns them off). The main process reads, runs the fast path itself on the blocks
-that come while every worker is busy, falls back to the slow path and counts, in file order, so
-the result is the same."""
+processes, ``THIRTYMUSIC_READ_WORKERS`` of them (default: as many as the CPUs this process may
+use, at most 4, none on one CPU; 0 turns them off). A worker reads its own spans of a plain file;
+the main process finds where the spans end, runs the fast path itself on the spans that come while
+every worker is busy, maps tracks to artists, falls back to the slow path and counts, in file
+order, so the result is the same. On 2 CPUs two workers beat one (full profile, warm cache: 41 to
+44 s against 48 to 52): with one, the main process parsed half of the spans besides its own work."""
 
 
 def _read_workers() -> int:
@@ -1184,7 +1186,7 @@ def _read_workers() -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(0, min(4, cpus - 1))
+    return min(4, cpus) if cpus > 1 else 0
 
 
 @contextmanager
