@@ -129,6 +129,23 @@ def test_tune_user_knn_extends_k_and_picks_the_best():
     assert chosen.k < table["k"].max() or table["k"].max() == c.shape[0] - 1
 
 
+def test_tune_user_knn_k_search_stops_at_the_neighbour_memory(monkeypatch: pytest.MonkeyPatch):
+    """With ``max_k=None`` the k grid may grow only as far as ``NEIGHBOUR_BYTES`` allows for the
+    validation users' neighbour table (never below the grid's own top)."""
+    c = _counts(5, n_users=60, n_items=30, density=0.35)
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+
+    val = holdout_split(c, 1, min_artists=5, ranks=(2, 3))
+    n_rows = len(val.test_rows)
+    for cap in (2, 7):
+        monkeypatch.setattr(user_knn, "NEIGHBOUR_BYTES", 12 * n_rows * cap)
+        table, chosen = user_knn.tune_user_knn(
+            val.train, val.test_rows, val.hidden_cols, ks=(1, 2), weightings=("binary",),
+            shrinks=(0.0,),
+        )  # fmt: skip
+        assert table["k"].max() <= max(2, cap) and chosen.k <= max(2, cap)
+
+
 def test_item_knn_matches_dense():
     c = _counts(7)
     B = (c.toarray() > 0).astype(float)
