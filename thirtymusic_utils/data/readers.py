@@ -1031,6 +1031,14 @@ def _skip(src: _Source, report: ReadReport, state: _FileState, line: int, reason
 _NOT_RUN = object()  # the fast path has not been tried on a block yet
 
 
+def _try_fast(fast: Callable[[bytes], Any], data: bytes) -> Any:
+    """``fast(data)``, or None when it raises (defensive: the slow path has the last word)."""
+    try:
+        return fast(data)
+    except Exception:
+        return None
+
+
 def _parse_block(
     src: _Source,
     data: bytes,
@@ -1042,12 +1050,7 @@ def _parse_block(
 ) -> Any:
     """The fast path (or its result ``fast``, from a worker), else line by line (``start`` is the
     1-based number of the first line)."""
-    result = fast
-    if result is _NOT_RUN:
-        try:
-            result = src.fast(data)
-        except Exception:  # defensive: the slow path has the last word
-            result = None
+    result = _try_fast(src.fast, data) if fast is _NOT_RUN else fast
     if result is not None:
         return result
     lines = _split_lines(data)
@@ -1222,10 +1225,7 @@ class _Done:
     """A block whose fast path this process ran itself while the workers were busy."""
 
     def __init__(self, fast: Callable[[bytes], Any], block: bytes) -> None:
-        try:
-            self.value = fast(block)
-        except Exception:  # defensive, as in _parse_block: the slow path has the last word
-            self.value = None
+        self.value = _try_fast(fast, block)
 
     def done(self) -> bool:
         return True
@@ -1260,18 +1260,23 @@ def _read_span(fd: int, start: int, end: int) -> bytes:
     return data
 
 
+def _span_fast(fd: int, start: int, end: int, fast: Callable[[bytes], Any]) -> tuple:
+    """Bytes ``start:end`` of the file ``fd`` through the fast path: (records, or None when the
+    fast path fails or the file gave fewer bytes than the span, number of lines, the bytes)."""
+    data = _read_span(fd, start, end)
+    value = _try_fast(fast, data) if len(data) == end - start else None
+    return value, data.count(b"\n"), data
+
+
 def _fast_span(path: str, start: int, end: int, fast: Callable[[bytes], Any]) -> tuple:
-    """In a worker: read bytes ``start:end`` of ``path`` itself (so the block never travels through
-    a pipe) and run the fast path: (records or None, number of lines, None)."""
+    """In a worker: :func:`_span_fast` on ``path``, read by the worker itself (so the block never
+    travels through a pipe); the bytes are not sent back (the main process re-reads them if the
+    slow path needs them)."""
     fd = _SPAN_FDS.get(path)
     if fd is None:
         fd = _SPAN_FDS[path] = os.open(path, os.O_RDONLY)
-    data = _read_span(fd, start, end)
-    try:
-        value = fast(data) if len(data) == end - start else None
-    except Exception:  # defensive, as in _parse_block: the slow path has the last word
-        value = None
-    return value, data.count(b"\n"), None
+    value, n_lines, _ = _span_fast(fd, start, end, fast)
+    return value, n_lines, None
 
 
 class _DoneSpan:
@@ -1279,12 +1284,7 @@ class _DoneSpan:
     bytes, which the slow path then needs)."""
 
     def __init__(self, fd: int, start: int, end: int, fast: Callable[[bytes], Any]) -> None:
-        data = _read_span(fd, start, end)
-        try:
-            value = fast(data)
-        except Exception:
-            value = None
-        self.value = (value, data.count(b"\n"), data)
+        self.value = _span_fast(fd, start, end, fast)
 
     def done(self) -> bool:
         return True
@@ -1341,7 +1341,8 @@ def _chunks(
         ) as bar,
         _fast_pool(src, size) as (pool, workers),
     ):
-        pending: deque[tuple[Any, bytes, int]] = deque()
+        # (job, the block's bytes and its first line) or (job, a span's (start, end), None)
+        pending: deque[tuple[Any, bytes | tuple[int, int], int | None]] = deque()
         ahead = 2 * workers
 
         span_line = [0]  # lines before the next span to settle (spans do not know their start)
@@ -1369,7 +1370,7 @@ def _chunks(
             if data is None:  # the slow path needs the bytes: read them here
                 data = _read_span(span_fd, lo, hi)
             first = span_line[0] + 1
-            fast = value if value is not None else _NOT_RUN
+            fast = _NOT_RUN if got is _NOT_RUN else value  # None: tried and failed, go slow
             for offset, n_block, block in _blocks(data, chunk_lines):
                 part = _parse_block(src, block, first + offset, report, errors, state,
                                     fast if n_block == n else _NOT_RUN)  # fmt: skip
