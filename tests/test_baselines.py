@@ -442,3 +442,92 @@ def test_user_knn_shrink_grid_extends_past_a_best_at_its_top(monkeypatch):
         spaces=("binary",), shrinks=(0.0, 2.0),
     )  # fmt: skip
     assert chosen.shrink in set(table["shrink"])
+
+
+def test_validation_split_takes_every_user_on_default_and_a_seeded_share_on_full(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+
+    rng = np.random.default_rng(4)
+    n_users, n_artists = 3000, 200
+    rows = np.repeat(np.arange(n_users), 14)
+    cols = np.concatenate([rng.choice(n_artists, 14, replace=False) for _ in range(n_users)])
+    train = sp.csr_matrix(
+        (rng.integers(1, 50, len(rows)).astype(np.float64), (rows, cols)), (n_users, n_artists)
+    )
+    default = bl.validation_split(train, 3, "default")
+    every = holdout_split(train, 4, candidate_rows=np.arange(n_users))
+    assert np.array_equal(default.test_rows, every.test_rows)
+    assert np.array_equal(default.hidden_cols, every.hidden_cols)
+    monkeypatch.setitem(bl.VAL_USERS, "full", 300)
+    full = bl.validation_split(train, 3, "full")
+    again = bl.validation_split(train, 3, "full")
+    assert full.n_test == 300
+    assert np.array_equal(full.test_rows, again.test_rows)
+    assert np.array_equal(full.hidden_cols, again.hidden_cols)
+    # a random subset of the full hold-out's users, each with the same hidden artist
+    assert np.isin(full.test_rows, every.test_rows).all()
+    assert full.test_rows.max() > np.sort(every.test_rows)[400]  # not the first users
+    at = np.searchsorted(every.test_rows, full.test_rows)
+    assert np.array_equal(full.hidden_cols, every.hidden_cols[at])
+    assert not np.array_equal(full.test_rows, bl.validation_split(train, 5, "full").test_rows)
+    # the validation training matrix lacks exactly the validation users' hidden cells
+    assert train.nnz - full.train.nnz == full.n_test
+    assert full.train[full.test_rows, full.hidden_cols].sum() == 0
+    assert (full.train != train).nnz == full.n_test
+
+
+def test_edge_steps_move_the_best_setting_past_each_edge_once():
+    grid = {"factors": (16, 32, 64), "learning_rate": (0.005, 0.01, 0.05), "weighting": ("binary",)}
+    table = pd.DataFrame(
+        {
+            "factors": [16, 64, 32],
+            "learning_rate": [0.005, 0.05, 0.01],
+            "weighting": ["binary"] * 3,
+            "hr_at_10": [0.3, 0.2, 0.1],
+        }
+    )
+    best = {"factors": 16, "learning_rate": 0.005, "weighting": "binary"}
+    steps = bl._edge_steps(grid, table, best, ["factors", "learning_rate", "weighting"])
+    assert steps == [
+        {"factors": 8, "learning_rate": 0.005, "weighting": "binary"},
+        {"factors": 16, "learning_rate": 0.0025, "weighting": "binary"},
+    ]
+    # an interior best moves nothing; a step already tried is not proposed again
+    assert (
+        bl._edge_steps(grid, table, {**best, "factors": 32, "learning_rate": 0.01}, ["factors"])
+        == []
+    )
+    tried = pd.concat([table, pd.DataFrame([{**steps[0], "hr_at_10": 0.0}])], ignore_index=True)
+    assert bl._edge_steps(grid, tried, best, ["factors"]) == []
+    # at the top of the grid: the grid's next value first, past it by the last ratio
+    top = {**best, "factors": 64}
+    assert bl._edge_steps(grid, table, top, ["factors"])[0]["factors"] == 128
+    partial = table[table["factors"] != 64]
+    assert bl._edge_steps(grid, partial, {**best, "factors": 32}, ["factors"])[0]["factors"] == 64
+
+
+def test_tune_refines_a_factor_model_at_the_edge_of_its_sample(monkeypatch: pytest.MonkeyPatch):
+    train = sp.random(60, 40, density=0.3, random_state=1, format="csr")
+    train.data = np.ceil(train.data * 9)
+    val = bl.validation_split(train.astype(np.int64), 0, "tiny")
+    grid = {
+        "factors": (4, 8),
+        "learning_rate": (0.05,),
+        "regularization": (0.01,),
+        "iterations": (5, 10),
+        "_budget": (2,),
+        "_refine": (3,),
+    }
+    monkeypatch.setitem(bl.GRIDS["tiny"], "bpr", grid)
+    table, chosen = bl.tune("bpr", val.train, val.test_rows, val.hidden_cols, profile="tiny")
+    assert len(table) <= 2 + 3
+    refined = table[table["stage"] == "refine"]
+    assert len(refined) >= 1
+    keys = ["factors", "learning_rate", "regularization", "iterations"]
+    assert not table[keys].duplicated().any()  # every refinement is a setting not tried before
+    rows = [tuple(r) for r in table[keys].itertuples(index=False)]
+    for pos in refined.index:  # each refinement is one parameter away from a setting tried before
+        assert any(sum(a != b for a, b in zip(rows[pos], q, strict=True)) == 1 for q in rows[:pos])
+    assert set(chosen) == set(keys)

@@ -317,7 +317,8 @@ def bench_score_all_test_users(
 # --------------------------------------------------------------------------------------------------
 # baselines of chapter 03 (helper B's block): fit on the study's training matrix, score every test user
 
-#: the settings the bench fits (typical of what chapter 03's validation search chooses)
+#: the settings the bench fits (typical of what chapter 03's validation search chooses; the factor
+#: models at the iterations of the ``full`` profile's budget, ``baselines.GRIDS["full"]``)
 BASELINE_BENCH_SETTINGS: dict[str, dict] = {
     "popularity": {},
     "cf_tuned": {"k": 500, "weighting": "bm25", "shrink": 10.0, "space": "weighted"},
@@ -328,10 +329,10 @@ BASELINE_BENCH_SETTINGS: dict[str, dict] = {
         "factors": 128,
         "regularization": 0.1,
         "alpha": 20.0,
-        "iterations": 20,
+        "iterations": 10,
         "weighting": "log1p",
     },
-    "bpr": {"factors": 128, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
+    "bpr": {"factors": 128, "learning_rate": 0.05, "regularization": 0.01, "iterations": 30},
 }
 
 
