@@ -110,8 +110,10 @@ _TINY: dict[str, dict[str, Sequence[Any]]] = {
 }
 #: the ``full`` profile's stated budget: on 2 cores one similarity pass over its 551K artists costs
 #: 2 to 4 minutes and a BPR iteration 9 s (``make bench``), so the full grids would take hours; these
-#: keep the values the default profile chose and one on each side, at one weighting, and factor models
-#: at a fixed number of iterations (the grids still extend past a chosen edge, as above)
+#: are a few values around the bench's settings (``bench_stages.BASELINE_BENCH_SETTINGS``), one input
+#: weighting for item-kNN, and the factor models at fixed iterations with no refinement; the kNN
+#: neighbour counts and shrinkage terms and EASE's penalty still extend past a chosen edge, but a
+#: factor-model grid of two values cannot show an edge (``edge_flags`` needs three)
 _SCALE: dict[str, dict[str, Sequence[Any]]] = {
     "cf_tuned": {
         "k": (20, 50, 100, 200, 500, 1000),
@@ -139,9 +141,9 @@ _SCALE: dict[str, dict[str, Sequence[Any]]] = {
     },
 }
 GRIDS = {"tiny": _TINY, "default": _FULL, "full": _SCALE}
-#: validation users per profile (about; the protocol's 30% cap applied to a seeded random share of
-#: the users): absent = the cap over every user, as on ``default``; on ``full`` each setting's
-#: scoring and neighbour search then cost a third
+#: validation users per profile (``validation_split``: a seeded random subset of that size of the
+#: hold-out's users): absent = every user the hold-out takes, as on ``default``; on ``full`` each
+#: setting's scoring and neighbour search then cost a third
 VAL_USERS = {"full": 4500}
 #: EASE's artist cap per profile: 8 GB of dense matrices (``ease.max_items``), less where the
 #: 2-core time budget of the book's profile asks for it (the share of test pairs it covers is reported)
@@ -408,7 +410,8 @@ def tune(
             recs.append({**params, **_metrics(top, hidden_cols, n)})
         extra = int(grid.get("_refine", (0,))[0])
         while extra > 0:  # the best setting, one parameter moved past its edge at a time
-            step = _edge_steps(grid, pd.DataFrame(recs), _pick(pd.DataFrame(recs), n), keys)
+            done = pd.DataFrame(recs)
+            step = _edge_steps(grid, done, _pick(done, n), keys)
             if not step:
                 break
             for params in step[:extra]:
