@@ -159,3 +159,113 @@ def test_book_and_study_columns_agree(tiny_data_dir):
         run.study_split.train, rows=run.study_split.test_rows, user_rank=np.arange(m.shape[0])
     )
     np.testing.assert_array_equal(idx, run.idx)
+
+
+@pytest.mark.parametrize("layout", ["idomaar", "csv"])
+def test_scan_gathers_the_first_plays_that_a_second_read_finds(tiny_data_dir, layout):
+    from thirtymusic_utils.data.order import first_appearance_keys
+    from thirtymusic_utils.data.readers import scan_plays
+
+    scan = scan_plays(tiny_data_dir, layout=layout, chunk_lines=50)
+    again = first_appearance_keys(tiny_data_dir, layout=layout)
+    assert len(again) > 50
+    pd.testing.assert_frame_equal(scan.first_plays, again)
+    m = build_matrix(scan.plays)
+    np.testing.assert_array_equal(
+        study_column_order(tiny_data_dir, m.artist_ids, keys=scan.first_plays),
+        study_column_order(tiny_data_dir, m.artist_ids, layout=layout),
+    )
+
+
+def test_scan_first_plays_on_hetrec_and_their_round_trip(hetrec_dir, tmp_path):
+    from thirtymusic_utils.data.order import (
+        first_appearance_keys,
+        load_first_plays,
+        save_first_plays,
+    )
+    from thirtymusic_utils.data.readers import scan_plays
+
+    keys = scan_plays(hetrec_dir).first_plays
+    pd.testing.assert_frame_equal(keys, first_appearance_keys(hetrec_dir))
+    assert load_first_plays(tmp_path) is None
+    save_first_plays(keys, tmp_path)
+    pd.testing.assert_frame_equal(load_first_plays(tmp_path), keys)
+    save_first_plays(None, tmp_path)
+    assert load_first_plays(tmp_path) is None
+
+
+def _naive_hr(counts, rank, seed, *, aggregation="as_run", **kw):
+    """One full run of run_study_cf per variant: the reference the shared work must equal."""
+    return S.run_study_cf(counts, rank, seed, aggregations=(aggregation,), **kw).hr[aggregation]
+
+
+@pytest.fixture(scope="module")
+def tiny_counts_rank(tiny_data_dir):
+    m = build_matrix(read_plays(tiny_data_dir))
+    return m.counts, study_column_order(tiny_data_dir, m.artist_ids)
+
+
+def test_knn_ledger_shares_work_and_equals_a_run_per_variant(tiny_counts_rank):
+    from thirtymusic_utils.study import ledger as L
+
+    counts, rank = tiny_counts_rank
+    seed = 3
+    base = {"first": 1, "cap": "floor", "pad": True, "aggregation": "as_run"}
+    as_ran = _naive_hr(counts, rank, seed, **base)
+    running = dict(base)
+    want_alone, want_running = [], []
+    for _, _, _, _, fix, chain in L.KNN_DEPARTURES:
+        kw = {**base, **fix}
+        r = kw.pop("rank", rank)
+        want_alone.append(_naive_hr(counts, r, seed, **kw))
+        if chain:
+            running.update(fix)
+            want_running.append(_naive_hr(counts, rank, seed, **running))
+        else:
+            want_running.append(np.nan)
+    known = [
+        S.run_study_cf(counts, rank, seed),
+        S.run_study_cf(counts, None, seed, aggregations=("as_run",)),
+        S.run_study_cf(counts, rank, seed + 1),  # another seed: must not be taken
+    ]
+    for reuse in ((), known):
+        got = L.knn_ledger(counts, rank, seed, known=reuse)
+        assert (got["as_ran"] == as_ran).all()
+        np.testing.assert_array_equal(got["fixed_alone"].to_numpy(), want_alone)
+        np.testing.assert_array_equal(got["running"].to_numpy(), want_running)
+    # one fix at a time: four splits, two of them known; the running chain adds one (first 0, ceil)
+    runs = L.KnnRuns(counts, rank, seed, known=known)
+    for _, _, _, _, fix, _ in L.KNN_DEPARTURES:
+        runs.hr(**{**base, **fix})
+    assert runs.searches == 2
+    runs.hr(first=0, cap="ceil", pad=False, aggregation="weighted")
+    assert runs.searches == 3
+    assert runs.hr(pad=False) == _naive_hr(counts, rank, seed, pad=False)
+
+
+def test_knn_seed_table_equals_a_run_per_seed(tiny_counts_rank):
+    from thirtymusic_utils.study import ledger as L
+
+    counts, rank = tiny_counts_rank
+    known = [S.run_study_cf(counts, rank, 0), S.run_study_cf(counts, None, 0)]
+    table = L.knn_seed_table(counts, rank, [0, 1], known=known)
+    for row in table.itertuples():
+        run = S.run_study_cf(counts, rank, row.seed)
+        assert row.n_test == run.split.n_test
+        assert row.hr_at_10_seed == run.hr["as_run"]
+        assert row.hr_at_10_weighted == run.hr["weighted"]
+        assert row.hr_at_10_seed_id_ties == _naive_hr(counts, None, row.seed)
+
+
+def test_tie_spread_reuses_the_run_it_is_given_and_refuses_another(tiny_counts_rank):
+    counts, rank = tiny_counts_rank
+    fresh = S.tie_spread(counts, rank, 2, n_orders=2)
+    reused = S.tie_spread(counts, rank, 2, n_orders=2, base=S.run_study_cf(counts, rank, 2))
+    assert set(fresh) == {"top10", "neighbours", "all"}
+    for key in fresh:
+        assert len(fresh[key]) == 2
+        np.testing.assert_array_equal(reused[key], fresh[key])
+    with pytest.raises(ValueError, match="tie_spread needs"):
+        S.tie_spread(counts, rank, 2, n_orders=1, base=S.run_study_cf(counts, None, 2))
+    with pytest.raises(ValueError, match="tie_spread needs"):
+        S.tie_spread(counts, rank, 2, n_orders=1, base=S.run_study_cf(counts, rank, 3))

@@ -29,27 +29,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .readers import LAYOUT_FILES, detect_layout
+from ..book.paths import artifacts_dir
+from .readers import LAYOUT_FILES, _merge, _min_keys, detect_layout
 
-__all__ = ["first_appearance_keys", "pair_first_positions", "study_column_order"]
+__all__ = [
+    "FIRST_PLAYS_FILE",
+    "first_appearance_keys",
+    "load_first_plays",
+    "pair_first_positions",
+    "save_first_plays",
+    "study_column_order",
+]
+
+#: chapter 01's record of each artist's first play (``PlaysScan.first_plays``)
+FIRST_PLAYS_FILE = "first_plays.npz"
+_KEY_COLUMNS = ("artist_id", "first_user", "first_position")
 
 _TRACK_IN_SESSION = re.compile(r'"type"\s*:\s*"track"\s*,\s*"id"\s*:\s*(\d+)')
-
-
-def _min_keys(artists: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct artist, the smallest key."""
-    if len(artists) == 0:
-        return artists.astype(np.int64), keys.astype(np.int64)
-    order = np.lexsort((keys, artists))
-    a, k = artists[order], keys[order]
-    first = np.concatenate(([True], a[1:] != a[:-1]))
-    return a[first], k[first]
-
-
-def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return _min_keys(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def _csv_plays(path: Path, chunk_rows: int):
@@ -175,16 +171,43 @@ def first_appearance_keys(
     )
 
 
+def save_first_plays(keys: pd.DataFrame | None, build_dir: str | os.PathLike | None) -> Path | None:
+    """Write ``keys`` (as :func:`first_appearance_keys` returns them) to ``BUILD_DIR/artifacts``;
+    with ``keys=None`` remove an earlier file, so that no stale order outlives its data."""
+    path = artifacts_dir(build_dir) / FIRST_PLAYS_FILE
+    if keys is None:
+        path.unlink(missing_ok=True)
+        return None
+    np.savez_compressed(path, **{c: keys[c].to_numpy(np.int64) for c in _KEY_COLUMNS})
+    return path
+
+
+def load_first_plays(build_dir: str | os.PathLike | None) -> pd.DataFrame | None:
+    """The keys :func:`save_first_plays` wrote, or None when chapter 01 wrote none."""
+    path = artifacts_dir(build_dir) / FIRST_PLAYS_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return pd.DataFrame({c: z[c] for c in _KEY_COLUMNS})
+
+
 def study_column_order(
-    data_dir: str | os.PathLike, artist_ids: np.ndarray, *, layout: str = "auto"
+    data_dir: str | os.PathLike,
+    artist_ids: np.ndarray,
+    *,
+    layout: str = "auto",
+    keys: pd.DataFrame | None = None,
 ) -> np.ndarray:
     """The study's column order for a matrix whose columns are ``artist_ids`` (ascending).
 
     Returns ``rank`` (int64, one per column): ``rank[j]`` is column ``j``'s position in the study's
-    matrix. Artists the folder's plays never mention come last, by id.
+    matrix. Artists the folder's plays never mention come last, by id. ``keys``: the first plays
+    already gathered (``scan_plays(...).first_plays``, or :func:`load_first_plays`); without them
+    the folder is read again.
     """
     artist_ids = np.asarray(artist_ids, dtype=np.int64)
-    keys = first_appearance_keys(data_dir, layout=layout)
+    if keys is None:
+        keys = first_appearance_keys(data_dir, layout=layout)
     pos = np.searchsorted(artist_ids, keys["artist_id"].to_numpy())
     ok = (pos < len(artist_ids)) & (
         artist_ids[np.minimum(pos, max(len(artist_ids) - 1, 0))] == keys["artist_id"].to_numpy()

@@ -228,12 +228,15 @@ class PlaysScan:
     columns ``session_id, user_id, timestamp`` (unix seconds), ``n_plays`` (artist plays: one per
     artist of each known track played, as the CSV ``ArtistsID`` list holds them, so that
     ``sessions.n_plays.sum() == plays.plays.sum()``) and ``n_artists`` (distinct artists among
-    them); None for HetRec, which has no sessions.
+    them); None for HetRec, which has no sessions. ``first_plays``: each artist's first play, as
+    :func:`thirtymusic_utils.data.order.first_appearance_keys` reads it (``artist_id, first_user,
+    first_position``), gathered on the same pass; None when a user id lies outside ``[0, 2**23)``.
     """
 
     plays: pd.DataFrame
     sessions: pd.DataFrame | None
     report: ReadReport
+    first_plays: pd.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1582,6 +1585,61 @@ class _PairCounter:
         return self.keys, self.counts
 
 
+def _min_keys(artists: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct artist, the smallest key."""
+    if len(artists) == 0:
+        return artists.astype(np.int64), keys.astype(np.int64)
+    order = np.lexsort((keys, artists))
+    a, k = artists[order], keys[order]
+    first = np.concatenate(([True], a[1:] != a[:-1]))
+    return a[first], k[first]
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return _min_keys(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+#: user ids below this bound fit a first-play key (user in the high bits, position in the low 40)
+_FIRST_USER_BOUND = 1 << 23
+_POSITION_BITS = 40
+
+
+class _FirstPlays:
+    """Per artist, its first play: the lowest user id, then the earliest place in the play sequence
+    (the study's column order, :mod:`thirtymusic_utils.data.order`). Memory ~ distinct artists."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.offset = 0
+        self.ok = True
+
+    def add(self, users: np.ndarray, artists: np.ndarray) -> None:
+        if not self.ok or len(users) == 0:
+            return
+        if users.min() < 0 or users.max() >= _FIRST_USER_BOUND:
+            self.ok, self.parts = False, []
+            return
+        pos = self.offset + np.arange(len(users), dtype=np.int64)
+        self.offset += len(users)
+        self.parts.append(_min_keys(artists, (users << _POSITION_BITS) | pos))
+        if len(self.parts) > 16:
+            self.parts = [_merge(self.parts)]
+
+    def result(self) -> pd.DataFrame | None:
+        if not self.ok:
+            return None
+        a, k = _merge(self.parts)
+        return pd.DataFrame(
+            {
+                "artist_id": a,
+                "first_user": k >> _POSITION_BITS,
+                "first_position": k & ((1 << _POSITION_BITS) - 1),
+            }
+        )
+
+
 _LOW32 = np.int64(0xFFFFFFFF)
 
 
@@ -1650,8 +1708,9 @@ def _scan_sessions(
     errors: str,
     chunk_lines: int,
     progress: bool,
-) -> tuple[_PairCounter, pd.DataFrame]:
+) -> tuple[_PairCounter, pd.DataFrame, _FirstPlays]:
     pairs = _PairCounter()
+    first = _FirstPlays()
     cols: dict[str, list[np.ndarray]] = {
         k: [] for k in ("session_id", "user_id", "timestamp", "n_plays", "n_artists")
     }
@@ -1668,6 +1727,7 @@ def _scan_sessions(
             idx, artists, unknown = tracks.expand(chunk.items)
             report.plays_unknown_track += unknown
             sess = session_of_item[idx]
+        first.add(chunk.users[sess], artists)
         uniq, cnt = np.unique((sess << 32) | artists, return_counts=True)
         s = uniq >> 32
         pairs.add((chunk.users[s] << 32) | (uniq & _LOW32), cnt)
@@ -1683,12 +1743,12 @@ def _scan_sessions(
         }
     )
     report.duplicate_session_ids = _n_repeats(sessions["session_id"].to_numpy())
-    return pairs, sessions
+    return pairs, sessions, first
 
 
 def _scan_hetrec(
     folder: Path, report: ReadReport, errors: str, chunk_lines: int, progress: bool
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, _FirstPlays]:
     src = _Source(
         "user_artists",
         _path(folder, "user_artists.dat"),
@@ -1699,10 +1759,12 @@ def _scan_hetrec(
         may_be_cut=_csv_may_be_cut,
     )
     pairs = _PairCounter()
+    first = _FirstPlays()
     for chunk in _chunks(src, report, errors, chunk_lines, progress):
         report.plays_read += int(chunk.weights.sum())
         pairs.add((chunk.users << 32) | chunk.artists, chunk.weights)
-    return pairs.result()
+        first.add(chunk.users, chunk.artists)
+    return (*pairs.result(), first)
 
 
 def _share_text(n: int, total: int) -> str:
@@ -1759,7 +1821,7 @@ def scan_plays(
     psrc = _persons_source(folder, layout, names=False)
     known, _ = _read_named(psrc, report, errors, chunk_lines, progress, False)
     if layout == "hetrec":
-        keys, counts = _scan_hetrec(folder, report, errors, chunk_lines, progress)
+        keys, counts, first = _scan_hetrec(folder, report, errors, chunk_lines, progress)
         _count_unknown_artists(keys, counts, known, report)
         if len(known):
             _check_unknown(
@@ -1771,7 +1833,7 @@ def scan_plays(
                 errors,
                 report,
             )
-        return PlaysScan(_plays_frame(keys, counts, report), None, report)
+        return PlaysScan(_plays_frame(keys, counts, report), None, report, first.result())
     tsrc = None
     if layout == "idomaar":
         tsrc = _Source(
@@ -1817,7 +1879,7 @@ def scan_plays(
             may_be_cut=_csv_may_be_cut,
             parallel=True,
         )
-    pairs, sessions = _scan_sessions(ssrc, tracks, report, errors, chunk_lines, progress)
+    pairs, sessions, first = _scan_sessions(ssrc, tracks, report, errors, chunk_lines, progress)
     keys, counts = pairs.result()
     _count_unknown_artists(keys, counts, known, report)
     if tsrc is not None and report.tracks_read:
@@ -1841,7 +1903,7 @@ def scan_plays(
             report,
         )
     sessions.attrs["report"] = report.as_dict()
-    return PlaysScan(_plays_frame(keys, counts, report), sessions, report)
+    return PlaysScan(_plays_frame(keys, counts, report), sessions, report, first.result())
 
 
 def read_plays(

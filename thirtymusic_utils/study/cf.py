@@ -302,6 +302,8 @@ class StudyCF:
     rng: random.Random
     study_split: Split = field(repr=False)  # the same split in the study's columns
     order: np.ndarray = field(repr=False)  # order[p] = book column at study position p
+    #: the arguments of the run (seed, k, first, cap, pad, whether a user_rank broke ties)
+    settings: dict = field(default_factory=dict, repr=False)
 
 
 def run_study_cf(
@@ -343,7 +345,15 @@ def run_study_cf(
     )
     train.sort_indices()
     book = Split(train, ssplit.test_rows, order[ssplit.hidden_cols], ssplit.hidden_rank)
-    return StudyCF(book, top, ranks, hr, idx, sim, rng, ssplit, order)
+    settings = {
+        "seed": seed,
+        "k": k,
+        "first": first,
+        "cap": cap,
+        "pad": pad,
+        "user_rank": user_rank is not None,
+    }
+    return StudyCF(book, top, ranks, hr, idx, sim, rng, ssplit, order, settings)
 
 
 def tie_spread(
@@ -354,17 +364,28 @@ def tie_spread(
     n_orders: int = 10,
     k: int = STUDY_K,
     order_seed: int = 12345,
+    base: StudyCF | None = None,
 ) -> dict[str, np.ndarray]:
     """HR@10 (as run) when the ties the study's quicksort and set order decided are broken at random.
 
     With the split fixed (the study's, from ``split_rank``), ``n_orders`` random tie orders of the
     top 10's artists (``top10``) and, separately, of the neighbour lists' users (``neighbours``); and
     with the hidden artist's ties random as well, a fresh split per order (``all``). Returns arrays
-    of HR@10, one per order.
+    of HR@10, one per order. ``base``: ``run_study_cf(counts, split_rank, seed, k=k)`` when already
+    run (its split and neighbour lists are reused; a run with other settings is an error).
     """
     c = _as_counts(counts)
     n_users, n_art = c.shape
-    base = run_study_cf(c, split_rank, seed, k=k, aggregations=("as_run",))
+    want = {"seed": seed, "k": k, "first": 1, "cap": "floor", "pad": True, "user_rank": False}
+    if base is None:
+        base = run_study_cf(c, split_rank, seed, k=k, aggregations=("as_run",))
+    else:
+        rank = np.arange(n_art) if split_rank is None else np.asarray(split_rank, np.int64)
+        if base.settings != want or not np.array_equal(base.order, np.argsort(rank, kind="stable")):
+            raise ValueError(
+                f"base is a run with settings {base.settings} and another column order; "
+                f"tie_spread needs {want} in the order of split_rank"
+            )
     ss = base.study_split
     gen = np.random.default_rng(order_seed)
     out = {"top10": [], "neighbours": [], "all": []}

@@ -22,12 +22,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..book.paths import artifacts_dir
+from ..evaluation.metrics import hit_ranks
 from . import cf as S
 
 __all__ = [
     "LEDGER_COLUMNS",
     "EMBEDDING_DEPARTURES",
     "KNN_DEPARTURES",
+    "KnnRuns",
     "embedding_ledger",
     "knn_ledger",
     "knn_seed_table",
@@ -105,24 +107,119 @@ KNN_DEPARTURES: list[tuple[str, str, str, str, dict, bool]] = [
 ]
 
 
-def _hr(counts, rank, seed, **kw) -> float:
-    agg = kw.pop("aggregation", "as_run")
-    return S.run_study_cf(counts, rank, seed, aggregations=(agg,), **kw).hr[agg]
+class KnnRuns:
+    """HR@10 of variants of the study's kNN on one matrix and split seed, each piece of work done once.
+
+    A variant is ``rank`` (the study's column order, or None for ties by id), ``first``, ``cap``,
+    ``pad`` and ``aggregation`` as in :func:`~thirtymusic_utils.study.cf.run_study_cf`. Variants
+    that share the split (``rank``, ``first``, ``cap``) share its neighbour search: the unpadded
+    lists are the padded ones without their users of similarity 0 (the padding follows every
+    positive neighbour), and each aggregation is one top-10 pass over those lists. ``known``: runs
+    of ``run_study_cf`` on the same ``counts`` to reuse; one is taken when its column order, seed,
+    ``k`` and settings match (padded, no ``user_rank``), otherwise ignored.
+    """
+
+    def __init__(
+        self,
+        counts: sp.spmatrix,
+        rank: np.ndarray | None,
+        seed: int = 0,
+        *,
+        k: int = S.STUDY_K,
+        known: Sequence[S.StudyCF] = (),
+    ) -> None:
+        self.counts, self.seed, self.k = counts, seed, k
+        self.rank = None if rank is None else np.asarray(rank, dtype=np.int64)
+        self._splits: dict[tuple, tuple] = {}
+        self._hr: dict[tuple, float] = {}
+        self.searches = 0  # neighbour searches run here (not reused)
+        n_cols = counts.shape[1]
+        id_order = np.arange(n_cols)
+        study_order = None if self.rank is None else np.argsort(self.rank, kind="stable")
+        for run in known:
+            st = run.settings
+            if not (
+                st.get("seed") == seed
+                and st.get("k") == k
+                and st.get("pad") is True
+                and st.get("user_rank") is False
+                and run.split.train.shape == counts.shape
+            ):
+                continue
+            orders = [True] if np.array_equal(run.order, id_order) else []
+            if study_order is not None and np.array_equal(run.order, study_order):
+                orders.append(False)
+            for is_id in orders:
+                key = (is_id, st["first"], st["cap"])
+                self._splits.setdefault(key, (run.study_split, run.idx, run.sim))
+                for agg, hr in run.hr.items():
+                    self._hr.setdefault((key, True, agg), hr)
+
+    def split(self, *, id_ties: bool = False, first: int = 1, cap: str = "floor") -> tuple:
+        """``(study_split, idx, sim)`` of the padded neighbour lists of that split."""
+        key = (id_ties or self.rank is None, first, cap)
+        if key not in self._splits:
+            run = S.run_study_cf(
+                self.counts, None if key[0] else self.rank, self.seed, k=self.k,
+                first=first, cap=cap, pad=True, aggregations=("as_run",),
+            )  # fmt: skip
+            self.searches += 1
+            self._splits[key] = (run.study_split, run.idx, run.sim)
+            self._hr[(key, True, "as_run")] = run.hr["as_run"]
+        return self._splits[key]
+
+    def hr(
+        self,
+        *,
+        rank: np.ndarray | None | str = "study",
+        first: int = 1,
+        cap: str = "floor",
+        pad: bool = True,
+        aggregation: str = "as_run",
+    ) -> float:
+        """HR@10 of one variant; ``rank=None`` breaks ties by artist id, ``"study"`` (the default)
+        uses the column order given to the constructor."""
+        id_ties = rank is None or self.rank is None
+        key = (id_ties, first, cap)
+        memo = (key, pad, aggregation)
+        if memo not in self._hr:
+            ss, idx, sim = self.split(id_ties=id_ties, first=first, cap=cap)
+            if not pad:
+                keep = sim > 0
+                idx, sim = np.where(keep, idx, -1), np.where(keep, sim, 0.0)
+            top = S.study_top_n(ss.train, ss.test_rows, idx, sim, aggregation)
+            ranks = hit_ranks(top, ss.hidden_cols)
+            self._hr[memo] = float((ranks > 0).mean()) if len(top) else float("nan")
+        return self._hr[memo]
+
+    def n_test(self, **split) -> int:
+        """Test users of a split (``id_ties``, ``first``, ``cap``)."""
+        return self.split(**split)[0].n_test
 
 
 def knn_ledger(
-    counts: sp.spmatrix, rank: np.ndarray | None, seed: int = 0, *, chapter: str = "02"
+    counts: sp.spmatrix,
+    rank: np.ndarray | None,
+    seed: int = 0,
+    *,
+    chapter: str = "02",
+    k: int = S.STUDY_K,
+    known: Sequence[S.StudyCF] = (),
 ) -> pd.DataFrame:
-    """The kNN rows of the ledger on ``counts`` (study column order ``rank``), HR@10 as the figure."""
-    base = {"rank": rank, "first": 1, "cap": "floor", "pad": True, "aggregation": "as_run"}
-    as_ran = _hr(counts, seed=seed, **base)
+    """The kNN rows of the ledger on ``counts`` (study column order ``rank``), HR@10 as the figure.
+
+    ``known``: runs already made on ``counts`` (see :class:`KnnRuns`), reused where they match.
+    """
+    runs = KnnRuns(counts, rank, seed, k=k, known=known)
+    base = {"rank": "study", "first": 1, "cap": "floor", "pad": True, "aggregation": "as_run"}
+    as_ran = runs.hr(**base)
     running = dict(base)
     rows = []
     for step, departure, code, text, fix, chain in KNN_DEPARTURES:
-        alone = _hr(counts, seed=seed, **{**base, **fix})
+        alone = runs.hr(**{**base, **fix})
         if chain:
             running.update(fix)
-            run_fig = _hr(counts, seed=seed, **running)
+            run_fig = runs.hr(**running)
         else:
             run_fig = float("nan")
         rows.append(
@@ -252,21 +349,29 @@ def embedding_ledger(
 
 
 def knn_seed_table(
-    counts: sp.spmatrix, rank: np.ndarray | None, seeds: Sequence[int]
+    counts: sp.spmatrix,
+    rank: np.ndarray | None,
+    seeds: Sequence[int],
+    *,
+    k: int = S.STUDY_K,
+    known: Sequence[S.StudyCF] = (),
 ) -> pd.DataFrame:
-    """HR@10 per split seed: as run (study tie order), as run with ties by id, and the weighted fix."""
+    """HR@10 per split seed: as run (study tie order), as run with ties by id, and the weighted fix.
+
+    ``known``: runs already made on ``counts`` (see :class:`KnnRuns`), reused for their seed.
+    """
     rows = []
     for s in seeds:
-        run = S.run_study_cf(counts, rank, s, aggregations=("as_run", "weighted"))
-        idt = S.run_study_cf(counts, None, s, aggregations=("as_run",))
+        runs = KnnRuns(counts, rank, s, k=k, known=known)
+        as_run, weighted = runs.hr(), runs.hr(aggregation="weighted")
         rows.append(
             {
                 "seed": int(s),
-                "n_test": run.split.n_test,
-                "hr_at_10_seed": run.hr["as_run"],
-                "hr_at_10_seed_id_ties": idt.hr["as_run"],
-                "hr_at_10_weighted": run.hr["weighted"],
-                "weighted_minus_seed": run.hr["weighted"] - run.hr["as_run"],
+                "n_test": runs.n_test(),
+                "hr_at_10_seed": as_run,
+                "hr_at_10_seed_id_ties": runs.hr(rank=None),
+                "hr_at_10_weighted": weighted,
+                "weighted_minus_seed": weighted - as_run,
             }
         )
     return pd.DataFrame(rows)
