@@ -208,6 +208,42 @@ def test_deterministic_on_cpu_for_a_seed():
     assert not torch.equal(states[0]["user_history.weight"], states[2]["user_history.weight"])
 
 
+@pytest.mark.parametrize("before", [(False, False, True), (True, True, True), (True, False, False)])
+def test_deterministic_mode_is_restored_and_changes_nothing_on_cpu(before):
+    """fit_batched trains in deterministic mode without its NaN fill (and RowAdam copies to distinct
+    rows outside it), then leaves torch's flags as it found them; with or without the mode, the
+    same weights."""
+    import torch.utils.deterministic as det
+
+    flags = lambda: (  # noqa: E731
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        det.fill_uninitialized_memory,
+    )
+    saved = flags()
+    counts = random_counts(11, 30, 40, 0.2)
+    states, seen = [], []
+    try:
+        for deterministic in (True, False):
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            det.fill_uninitialized_memory = before[2]
+            model = history_model(counts, seed=2, history_dropout=0.5)
+
+            def validate(m):
+                seen.append(flags())
+                return 0.0
+
+            fit_batched(model, counts, SMALL.replace(epochs=2), validate=validate, seed=3,
+                        progress=False, deterministic=deterministic)  # fmt: skip
+            assert flags() == before
+            states.append(model.state_dict())
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        det.fill_uninitialized_memory = saved[2]
+    assert seen[0] == (True, True, False)  # during training, deterministic, no fill
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_early_stopping_keeps_the_best_state():
     counts = random_counts(12, 20, 30, 0.3)
     model = history_model(counts)
