@@ -58,6 +58,10 @@ def test_chapter_05_on_tiny(tiny_book):
     assert results["train_device"] in ("cpu", "cuda") and results["train_threads"] >= 1
     assert 1 <= results["improved_best_epoch"] <= results["improved_epochs_run"]
     assert results["improved_pairs_per_second"] > 0
+    from thirtymusic_utils.models.training import TRAIN_PROFILES
+
+    assert results["improved_patience"] == TRAIN_PROFILES["tiny"]["improved_patience"]
+    assert results["improved_epoch_budget"] == TRAIN_PROFILES["tiny"]["improved_epochs"]
     artifacts = tiny_book.build_dir / "artifacts"
     out2 = pd.read_csv(artifacts / "outcomes_02.csv")
     out5 = pd.read_csv(artifacts / "outcomes_05.csv")

@@ -551,6 +551,42 @@ def test_bench_trainer_stages_on_small_data():
     assert t["train_device"] in ("cpu", "cuda") and t["n_test_users"] == s["n_test_users"]
 
 
+@pytest.mark.parametrize("profile", ["tiny", "default", "full"])
+def test_improved_train_config_takes_the_profiles_budget_and_patience(profile):
+    from thirtymusic_utils.models.training import (
+        IMPROVED_TRAIN,
+        TRAIN_PROFILES,
+        improved_train_config,
+    )
+
+    cfg = improved_train_config(profile)
+    assert cfg.epochs == TRAIN_PROFILES[profile]["improved_epochs"]
+    assert cfg.patience == TRAIN_PROFILES[profile]["improved_patience"]
+    assert (
+        cfg.replace(epochs=IMPROVED_TRAIN.epochs, patience=IMPROVED_TRAIN.patience)
+        == IMPROVED_TRAIN
+    )
+    assert improved_train_config(profile, 3).epochs == 3
+    with pytest.raises(ValueError, match="unknown profile"):
+        improved_train_config("huge")
+
+
+def test_bench_trainer_threads_are_the_machines_cores_not_the_loads_share(monkeypatch):
+    from thirtymusic_utils.bench_stages import _trainer_facts
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        # a machine that looks fully busy: configure_threads(0) would take one thread
+        monkeypatch.setattr("thirtymusic_utils.models.batched.busy_cores", lambda *a: 64.0)
+        facts = _trainer_facts()
+        assert facts["train_threads"] == available_cores() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert _trainer_facts()["train_threads"] == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 @given(st.integers(1, 40), st.integers(1, 9), st.integers(0, 2**31 - 1))
 @settings(max_examples=40, deadline=None)
 def test_cosine_and_its_gradient_equal_f_normalize(n, d, seed):

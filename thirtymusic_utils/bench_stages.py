@@ -12,13 +12,19 @@ from tqdm import tqdm
 from .book.repro import peak_rss_mb
 from .evaluation.metrics import hit_ranks, hr_at_k
 from .evaluation.protocol import _as_counts, _as_rows, holdout_split
-from .models.batched import configure_threads, fit_batched, rank_hidden_blocks
+from .models.batched import (
+    available_cores,
+    busy_cores,
+    configure_threads,
+    fit_batched,
+    rank_hidden_blocks,
+)
 from .models.knn import cf_top_n, topk_neighbours, user_neighbours, weight_matrix
 from .models.training import (
     IMPROVED_TOWER,
     IMPROVED_TRAIN,
+    improved_train_config,
     new_model,
-    profile_settings,
     run_improved,
     validation_split,
 )
@@ -207,13 +213,22 @@ def bench_sample_full(counts: sp.spmatrix, seed: int = 0) -> dict[str, float]:
 
 
 def _trainer_facts() -> dict[str, float | int | str]:
-    """Threads, device and the machine's load when a trainer stage starts (the cores are shared)."""
+    """Threads, device and the machine's load when a trainer stage starts (the cores are shared).
+
+    The bench measures the machine's cores: every core this process may use (or ``OMP_NUM_THREADS``),
+    not :func:`configure_threads`'s share of what the load leaves, which one 0.25 s sample of
+    ``/proc/stat`` decides (a moment of hypervisor steal once halved a run's threads). What other
+    processes kept busy at the start is recorded beside it."""
     import os
 
     load1, load5, _ = os.getloadavg()
+    busy = busy_cores()
     return {
         "train_device": str(resolve_device(None)),
-        "train_threads": configure_threads(0),
+        "train_threads": configure_threads(
+            0 if os.environ.get("OMP_NUM_THREADS") else available_cores()
+        ),
+        "busy_cores_at_start": round(busy, 2),
         "load_average_1min": load1,
         "load_average_5min": load5,
     }
@@ -248,13 +263,13 @@ def bench_train_full(
     counts: sp.spmatrix, seed: int = 0, device: str | torch.device | None = None
 ) -> dict[str, float | str]:
     """Chapter 05's training at this scale through the package: chapter 02's split, the validation
-    hold-out, ``run_improved`` to early stop (the ``full`` profile's epoch budget), then HR@10 on the
+    hold-out, ``run_improved`` to early stop (the ``full`` profile's budget and patience), then HR@10 on the
     test pairs."""
     facts = _trainer_facts()
     t0 = time.perf_counter()
     split = holdout_split(counts, seed)
     val = validation_split(split.train, split.test_rows, seed)
-    cfg = IMPROVED_TRAIN.replace(epochs=profile_settings("full")["improved_epochs"])
+    cfg = improved_train_config("full")
     t1 = time.perf_counter()
     run = run_improved(
         split.train, split.test_rows, seed, config=cfg, val=val, device=device, progress=True
