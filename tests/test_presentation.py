@@ -350,6 +350,11 @@ def test_reader_checks_pass_a_good_page_and_find_what_a_reader_trips_over():
                      "absolute path '/tmp/build-x/data'", "unresolved glue role",
                      f"shows {VISIBLE_CODE_BUDGET + 1} lines of code"):  # fmt: skip
         assert expected in problems
+    shown = GOOD_PAGE.replace(
+        "<tr><td>1</td></tr>\n</table>",
+        "<tr><td>1</td></tr>\n</table><pre>':::{admonition} Data\\n:class: note'</pre>",
+    )
+    assert any("raw MyST markup" in p for p in check_reader_page(shown, "shown"))
     raw = GOOD_PAGE.replace('class="book-table"', 'class="dataframe"')
     assert any("raw pandas table" in p for p in check_reader_page(raw, "raw"))
 

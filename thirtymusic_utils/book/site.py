@@ -167,7 +167,7 @@ def check_reader_page(page_html: str, name: str, budget: int = VISIBLE_CODE_BUDG
     """What a reader would trip over on one page (no browser needed).
 
     Every image inside a ``<figure>`` with a caption and alt text in words (not a file hash); no NaN,
-    None, NaT or traceback in outputs; no absolute path anywhere in the page (collapsed code included);
+    None, NaT, traceback or raw MyST markup in outputs; no absolute path anywhere in the page (collapsed code included);
     no unresolved glue role; no raw pandas table (``book/tables.py`` formats them); at most ``budget``
     visible lines of code.
     """
@@ -189,6 +189,11 @@ def check_reader_page(page_html: str, name: str, budget: int = VISIBLE_CODE_BUDG
         bad = _BAD_OUTPUT.search(text)
         if bad:
             problems.append(f"{name}: an output shows {bad.group(0)!r}: ...{_around(text, bad)}...")
+        if ":::{" in text or "```{" in text:
+            problems.append(
+                f"{name}: an output shows raw MyST markup (a returned string displayed: end the "
+                f"call with ;): ...{_around(text, re.search(r':::[{]|```[{]', text))}..."
+            )
         if out.select("table.dataframe") and not out.select("table.book-table"):
             problems.append(f"{name}: a raw pandas table (format it with book.tables.book_table)")
     text = article.get_text(" ")
