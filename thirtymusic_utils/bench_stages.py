@@ -263,8 +263,8 @@ def bench_train_full(
     counts: sp.spmatrix, seed: int = 0, device: str | torch.device | None = None
 ) -> dict[str, float | str]:
     """Chapter 05's training at this scale through the package: chapter 02's split, the validation
-    hold-out, ``run_improved`` to early stop (the ``full`` profile's budget and patience), then HR@10 on the
-    test pairs."""
+    hold-out, ``run_improved`` to early stop (the ``full`` profile's budget and patience), then HR@10
+    on the test pairs."""
     facts = _trainer_facts()
     t0 = time.perf_counter()
     split = holdout_split(counts, seed)

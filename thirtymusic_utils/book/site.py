@@ -144,6 +144,8 @@ ABSOLUTE_PATH = re.compile(
     r"(?<![\w.~/-])/(?:tmp|home|work|root|Users|var|mnt|opt|private|srv)/\S*|\b[A-Z]:\\\S+"
 )
 _BAD_OUTPUT = re.compile(r"\bNaN\b|\bnan\b|\bNone\b|Traceback \(most recent call last\)|\bNaT\b")
+#: MyST directive markup in an output: a returned string shown as its repr
+_RAW_MYST = re.compile(r":::\{|```\{")
 _HASH_ALT = re.compile(r"[0-9a-f]{24,}|\.(png|svg|jpe?g)$", re.I)
 _HIDDEN_INPUT = {"tag_hide-input", "tag_remove-input", "tag_hide-cell", "tag_remove-cell"}
 
@@ -167,8 +169,8 @@ def check_reader_page(page_html: str, name: str, budget: int = VISIBLE_CODE_BUDG
     """What a reader would trip over on one page (no browser needed).
 
     Every image inside a ``<figure>`` with a caption and alt text in words (not a file hash); no NaN,
-    None, NaT, traceback or raw MyST markup in outputs; no absolute path anywhere in the page (collapsed code included);
-    no unresolved glue role; no raw pandas table (``book/tables.py`` formats them); at most ``budget``
+    None, NaT, traceback or raw MyST markup in outputs; no absolute path anywhere in the page
+    (collapsed code included); no unresolved glue role; no raw pandas table (``book/tables.py`` formats them); at most ``budget``
     visible lines of code.
     """
     from bs4 import BeautifulSoup
@@ -189,10 +191,11 @@ def check_reader_page(page_html: str, name: str, budget: int = VISIBLE_CODE_BUDG
         bad = _BAD_OUTPUT.search(text)
         if bad:
             problems.append(f"{name}: an output shows {bad.group(0)!r}: ...{_around(text, bad)}...")
-        if ":::{" in text or "```{" in text:
+        raw = _RAW_MYST.search(text)
+        if raw:
             problems.append(
                 f"{name}: an output shows raw MyST markup (a returned string displayed: end the "
-                f"call with ;): ...{_around(text, re.search(r':::[{]|```[{]', text))}..."
+                f"call with ;): ...{_around(text, raw)}..."
             )
         if out.select("table.dataframe") and not out.select("table.book-table"):
             problems.append(f"{name}: a raw pandas table (format it with book.tables.book_table)")

@@ -224,8 +224,8 @@ PAIR_IMPROVED_TRAIN = TrainConfig(
 #: learning rate 0.02, temperature 0.15, early stopping on validation HR@10 (the epoch budget and
 #: patience per profile: :func:`improved_train_config`). The temperature was chosen on chapter 05's
 #: validation users, mean best HR@10 over seeds 0 to 4, on the default stand-in and on HetRec:
-#: 0.2 gave 0.147 and 0.395, 0.15 0.150 and 0.416, 0.1 (seeds 0 to 1) 0.137 and 0.397 (``run_improved``
-#: per seed on chapter 02's split; the closing note of issue 10 has the table).
+#: 0.2 gave 0.147 and 0.395, 0.15 0.150 (seeds 0 to 3) and 0.416, 0.1 (seeds 0 to 2) 0.135 and 0.397
+#: (``run_improved`` per seed on chapter 02's split; the closing note of issue 10 has the table).
 IMPROVED_TRAIN = BatchedConfig(
     name="improved",
     loss="softmax",
@@ -918,8 +918,8 @@ def run_ablation(
 #: chapter 05) and the improved run's early-stopping patience (``improved_patience``: epochs without
 #: a better validation HR@10). On ``default`` the validation curve climbs slowly and noisily: with a
 #: budget of 16 and patience 4 the best epoch was the last for three seeds of five and one run stopped
-#: at epoch 6 after a dip (test HR@10 0.129 against 0.149 to 0.157); with 40 and 8 the best epochs
-#: were 21 to 30. On ``full`` an epoch costs a minute and 13,549 validation users give a steadier curve
+#: at epoch 6 after a dip (test HR@10 0.129 against 0.153 to 0.156); with 40 and 8 the best epochs
+#: were 14 to 33. On ``full`` an epoch costs a minute and 13,549 validation users give a steadier curve
 #: that flattens by epoch 6 (``make bench``, ``train_full``), so the patience stays 4.
 TRAIN_PROFILES: dict[str, dict[str, int]] = {
     "tiny": {"seed_epochs": 40, "improved_epochs": 4, "ablation_epochs": 2, "improved_patience": 4},
@@ -950,7 +950,7 @@ def improved_train_config(profile: str, epochs: int = 0) -> BatchedConfig:
     early-stopping patience (:data:`TRAIN_PROFILES`)."""
     settings = profile_settings(profile)
     return IMPROVED_TRAIN.replace(
-        epochs=int(epochs) if epochs and epochs > 0 else settings["improved_epochs"],
+        epochs=int(epochs) if epochs > 0 else settings["improved_epochs"],
         patience=settings["improved_patience"],
     )
 
