@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -208,6 +209,29 @@ def test_deterministic_on_cpu_for_a_seed():
     assert not torch.equal(states[0]["user_history.weight"], states[2]["user_history.weight"])
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_training_and_scoring_do_not_depend_on_the_thread_count(deterministic):
+    """One and two CPU threads train identical weights and rank identically, in torch's deterministic
+    mode or not. Batches of about 1,030 pairs (blocks of 512 and a few rows) and 512 negatives reach
+    what differed before: MKL's GEMM on a block of 5 to 11 rows (``MKL_CBWR``) and, outside
+    deterministic mode, the backward pass of indexing the history sums by pair."""
+    counts = random_counts(5, 240, 300, 0.12)
+    cfg = SMALL.replace(epochs=2, batch_pairs=1030, n_negatives=512, negative_mix=0.5)
+    rows = np.arange(0, 240, 3)
+    cols = np.asarray(counts[rows].argmax(axis=1)).ravel()
+    states, ranks = [], []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        model = history_model(counts, seed=4, history_dropout=0.5)
+        fit_batched(model, counts, cfg, seed=6, progress=False, deterministic=deterministic)
+        states.append(model.state_dict())
+        ranks.append(rank_hidden_blocks(model, rows, cols, counts))
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    assert np.array_equal(ranks[0], ranks[1])
+    assert os.environ.get("MKL_CBWR") == "AUTO,STRICT"
+
+
 @pytest.mark.parametrize("before", [(False, False, True), (True, True, True), (True, False, False)])
 def test_deterministic_mode_is_restored_and_changes_nothing_on_cpu(before):
     """fit_batched trains in deterministic mode without its NaN fill (and RowAdam copies to distinct
@@ -392,15 +416,16 @@ def test_auto_batch_pairs_and_threads():
         torch.set_num_threads(before)
 
 
-def test_threads_spin_briefly_unless_told_and_freed_memory_is_kept():
+def test_threads_spin_briefly_and_gemm_is_strict_unless_told_and_freed_memory_is_kept():
     code = (
         "import os, thirtymusic_utils; "
-        "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+        "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), "
+        "os.environ.get('MKL_CBWR'))"
     )
     cases = (
-        ({}, "10000 None"),
-        ({"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE"),
-        ({"GOMP_SPINCOUNT": "7"}, "7 None"),
+        ({}, "10000 None AUTO,STRICT"),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE AUTO,STRICT"),
+        ({"GOMP_SPINCOUNT": "7", "MKL_CBWR": "AVX2"}, "7 None AVX2"),
     )
     for env, want in cases:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

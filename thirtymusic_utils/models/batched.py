@@ -390,7 +390,10 @@ def _pair_inputs(
         )
         own = F.embedding(own_rows, weight, sparse=sparse)
         assert ix.w_pair is not None and ix.own is not None
-        x = h[ix.local].index_add(0, ix.own, own * ix.w_pair[ix.own].unsqueeze(1), alpha=-1)
+        # index_select, not h[ix.local]: outside deterministic mode the indexing's backward (an
+        # accumulating index_put_) sums repeated rows in an order that depends on the thread count
+        x = h.index_select(0, ix.local)
+        x = x.index_add(0, ix.own, own * ix.w_pair[ix.own].unsqueeze(1), alpha=-1)
     if ids is not None:
         e = F.embedding(ids[1], ids[0], sparse=sparse)
         x = e if x is None else x + e
@@ -806,7 +809,7 @@ def fit_batched(
     (higher is better) runs every ``config.eval_every`` epochs and after the last one; without it the
     last state is kept. Every random choice (user order, dropout, negatives) comes from one
     ``torch.Generator`` seeded with ``seed`` on the training device; on the CPU two runs give
-    identical weights.
+    identical weights, whatever the thread count (``MKL_CBWR``: see ``thirtymusic_utils/__init__``).
     """
     if model.has_history and len(model.hist_indices) == 0:
         raise ValueError(
