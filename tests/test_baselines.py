@@ -353,6 +353,15 @@ def test_blocked_topk_blocks_threads_and_transforms_do_not_change_the_result():
         np.testing.assert_allclose(
             a.toarray(), _topk_rows_by_sorting(sp.csr_matrix(want), 5), rtol=1e-6
         )
+    # stored as float32 block by block: the same entries as the float64 result, cast
+    low = item_knn.blocked_topk(
+        WT, sp.csr_matrix(W), 5, fs, block_items=3, max_work=1.0, workers=2, dtype=np.float32
+    )
+    for a, b in zip(one, low, strict=True):
+        assert b.dtype == np.float32
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.data.astype(np.float32), b.data)
 
 
 @pytest.mark.parametrize("model", [mf.IALS(8, iterations=3), mf.BPR(8, iterations=5)])

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import study_oracle as oracle
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from thirtymusic_utils.data.matrix import build_matrix
 from thirtymusic_utils.data.order import study_column_order
@@ -129,6 +131,36 @@ def test_padding_and_weights():
     assert S.study_weights(np.zeros((1, 2)), np.zeros((1, 2), int), "as_written").tolist() == [
         [0.0, 0.0]
     ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(2, 40),
+    st.integers(1, 12),
+    st.sampled_from([1, 3, 7]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_neighbours_do_not_depend_on_blocks_or_threads(seed, n_users, k, block_rows, pad, ranked):
+    """Blocks on two threads give the neighbour lists and top-n lists of one block on one thread,
+    ties and padding included (small integer counts: many equal cosines and scores)."""
+    rng = np.random.default_rng(seed)
+    counts = sp.csr_matrix((rng.random((n_users, 9)) < 0.3) * rng.integers(1, 4, (n_users, 9)))
+    rows = rng.choice(n_users, size=min(n_users, 11), replace=False)
+    user_rank = rng.permutation(n_users) if ranked else None
+    one = S.study_neighbours(
+        counts, k, rows=rows, pad=pad, user_rank=user_rank, block_rows=10**6, workers=1
+    )
+    two = S.study_neighbours(
+        counts, k, rows=rows, pad=pad, user_rank=user_rank, block_rows=block_rows, workers=2
+    )
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    for agg in S.STUDY_AGGREGATIONS:
+        top1 = S.study_top_n(counts, rows, *one, agg, 4, block_rows=10**6, workers=1)
+        top2 = S.study_top_n(counts, rows, *one, agg, 4, block_rows=block_rows, workers=2)
+        np.testing.assert_array_equal(top1, top2)
 
 
 def test_misaligned_subsample_means():

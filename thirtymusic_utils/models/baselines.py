@@ -349,6 +349,7 @@ def tune(
                             **_metrics(top, hidden_cols, n),
                         }
                     )
+                S = None  # this similarity goes before the next one is built
             best = _pick(pd.DataFrame(recs), n)
             ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
             shrinks2 = _extend_shrink(shrinks, float(best["shrink"]))
@@ -373,6 +374,7 @@ def tune(
                                 **_metrics(top, hidden_cols, n),
                             }
                         )
+                mats = S = None  # this alpha's matrices go before the next alpha's are built
             best = _pick(pd.DataFrame(recs), n)
             ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
             if ks2 == ks:

@@ -59,8 +59,9 @@ def rp3beta_similarities(
 
         return f
 
-    mats = blocked_topk(piu, pui, k, [divide_by(b) for b in bs])
-    return {b: M.astype(np.float32) for b, M in zip(bs, mats, strict=True)}
+    # chosen in float64, stored in float32 block by block (not whole matrices of float64)
+    mats = blocked_topk(piu, pui, k, [divide_by(b) for b in bs], dtype=np.float32)
+    return dict(zip(bs, mats, strict=True))
 
 
 @dataclass(frozen=True)

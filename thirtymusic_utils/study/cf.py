@@ -41,6 +41,7 @@ from ..book.paths import artifacts_dir, require_artifact
 from ..evaluation.metrics import hit_ranks
 from ..evaluation.protocol import Split, _as_counts
 from ..models.knn import recommend_top_n
+from ..models.scoring import map_blocks
 
 __all__ = [
     "STUDY_AGGREGATIONS",
@@ -172,6 +173,7 @@ def study_neighbours(
     pad: bool = True,
     user_rank: np.ndarray | None = None,
     block_rows: int = 256,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest users of each of ``rows`` (``In [28]``, ``In [29]``, ``find_n_neighbours``).
 
@@ -183,6 +185,8 @@ def study_neighbours(
 
     Departures: blockwise sparse products instead of the dense users x users matrix (the same
     cosines up to float rounding); a stable sort instead of quicksort (see the module docstring).
+    Blocks of ``block_rows`` rows run on ``workers`` threads (all cores, at most 2, by default); the
+    result depends on neither.
     """
     X = _l2_rows(study_minmax(train))
     n = X.shape[0]
@@ -192,12 +196,13 @@ def study_neighbours(
     idx = np.full((len(rows), k), -1, dtype=np.int64)
     sim = np.zeros((len(rows), k))
     tie = None if user_rank is None else np.asarray(user_rank, dtype=np.int64)
-    for s in range(0, len(rows), block_rows):
+
+    def block(s: int) -> None:  # rows s .. s + block_rows, written to their own slices
         q = rows[s : s + block_rows]
         S = (X[q] @ XT).toarray()
         S[np.arange(len(q)), q] = 0.0
-        if k_eff < n:
-            kth = -np.partition(-S, k_eff - 1, axis=1)[:, k_eff - 1]
+        if k_eff < n:  # the k-th largest: the (n - k)-th smallest, without negating a copy
+            kth = np.partition(S, n - k_eff, axis=1)[:, n - k_eff]
         else:
             kth = S.min(axis=1)
         for i in range(len(q)):
@@ -214,6 +219,9 @@ def study_neighbours(
                 cand, vals = cand[vals > 0], vals[vals > 0]
             idx[s + i, : len(cand)] = cand
             sim[s + i, : len(cand)] = vals
+
+    # the product, the densifying and the partition release the GIL: two blocks at once
+    map_blocks(block, range(0, len(rows), block_rows), workers)
     return idx, sim
 
 
@@ -253,18 +261,22 @@ def study_top_n(
     n: int = STUDY_N,
     *,
     block_rows: int = 1024,
+    workers: int | None = None,
 ) -> np.ndarray:
     """The top ``n`` of ``In [30]``: the neighbours' raw count rows summed with :func:`study_weights`,
     artists with a positive score the user has not heard, sorted descending (ties by lower column).
 
     Departure: candidates in column order, not the order of a Python set of strings; a stable sort.
+    Blocks of ``block_rows`` rows run on ``workers`` threads (all cores, at most 2, by default); the
+    result depends on neither.
     """
     t = _as_counts(train)
     tf = t.astype(np.float64)
     rows = np.asarray(rows, dtype=np.int64)
     out = np.full((len(rows), n), -1, dtype=np.int64)
     w_all = study_weights(sim, idx, aggregation)
-    for s in range(0, len(rows), block_rows):
+
+    def block(s: int) -> None:  # rows s .. s + block_rows, written to their own slice
         i = idx[s : s + block_rows]
         w = w_all[s : s + block_rows]
         valid = i >= 0
@@ -275,6 +287,9 @@ def study_top_n(
         scores = (W @ tf).tocsr()
         scores.eliminate_zeros()
         out[s : s + block_rows] = recommend_top_n(scores, t[rows[s : s + block_rows]], n)
+
+    # one block's sparse product (which releases the GIL) beside another's ranking
+    map_blocks(block, range(0, len(rows), block_rows), workers)
     return out
 
 
