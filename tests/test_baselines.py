@@ -287,6 +287,7 @@ def test_extend_k_both_edges():
     assert bl._extend_k((5, 10, 20), 10, 100) == (5, 10, 20)
     assert bl._extend_k((1, 2), 1, 100) == (1, 2)
     assert bl._extend_k((5, 10), 10, 10) == (5, 10)
+    assert bl._extend_k((20,), 20, 100) == (20,)  # one value is a fixed setting, not a grid
 
 
 def _topk_rows_by_sorting(M: sp.csr_matrix, k: int) -> np.ndarray:
@@ -424,6 +425,60 @@ def test_extend_shrink_at_the_top_only():
     assert bl._extend_shrink((0, 10, 50, 200), 50.0) == (0.0, 10.0, 50.0, 200.0)
     assert bl._extend_shrink((0, 10), 0.0) == (0.0, 10.0)  # no shrinkage is a natural bound
     assert bl._extend_shrink((0, 500, 1000), 1000.0) == (0.0, 500.0, 1000.0)  # the cap
+    assert bl._extend_shrink((50,), 50.0) == (50.0,)  # one value is a fixed setting
+
+
+@pytest.mark.parametrize("model", ["item_knn", "rp3beta", "ease", "ials", "bpr"])
+def test_kept_validation_fit_scores_as_a_refit_on_the_same_matrix(model, monkeypatch):
+    """``tune(..., keep=True)`` returns the chosen setting's fit: scoring with it equals fitting the
+    chosen setting again on the validation matrix, for the validation users and for other users
+    scored with a different history matrix (the test users of a profile that does not refit)."""
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+
+    c = _counts(23, n_users=70, n_items=40, density=0.3)
+    outer = holdout_split(c, 0, min_artists=5, ranks=(2, 3))
+    val = holdout_split(outer.train, 1, min_artists=5, ranks=(2, 3))
+    # one item-kNN pass and one RP3beta alpha, as on ``full``: the kept pass serves a k grid
+    # extended downwards
+    monkeypatch.setitem(
+        bl._TINY, "item_knn", {"weighting": ("binary",), "shrink": (10.0,), "k": (3, 6)}
+    )
+    table, chosen = bl.tune(model, val.train, val.test_rows, val.hidden_cols, profile="tiny")
+    t2, c2, fitted = bl.tune(
+        model, val.train, val.test_rows, val.hidden_cols, profile="tiny", keep=True
+    )
+    pd.testing.assert_frame_equal(table, t2)
+    assert chosen == c2 and fitted is not None
+    for hist, rows in ((val.train, val.test_rows), (outer.train, outer.test_rows)):
+        again = bl.build(model, chosen, "tiny", 0)
+        want = again.top_n(hist, rows, 10, **_fit_arg(model, again.fit(val.train)))
+        got = bl.score_fitted(model, chosen, fitted, hist, rows, 10, profile="tiny")
+        np.testing.assert_array_equal(got, want)
+
+
+def _fit_arg(model: str, fitted) -> dict:
+    return {{"item_knn": "S", "rp3beta": "S", "ease": "fitted"}.get(model, "model"): fitted}
+
+
+def test_one_pass_grid_reuses_its_similarity_for_a_lower_k(monkeypatch):
+    """A one-pass item-kNN grid whose best k is its smallest extends downwards from the same pass
+    (one similarity computed): the same table as a grid that starts with the extended values."""
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+
+    c = _counts(0, n_users=80, n_items=40, density=0.3)
+    val = holdout_split(c, 1, min_artists=5, ranks=(2, 3))
+    grid = {"weighting": ("binary",), "shrink": (10.0,), "k": (8, 16)}
+    passes = []
+    fit = item_knn.ItemKNN.fit
+    monkeypatch.setattr(item_knn.ItemKNN, "fit", lambda self, t: passes.append(1) or fit(self, t))
+    monkeypatch.setitem(bl._TINY, "item_knn", grid)
+    table, _ = bl.tune("item_knn", val.train, val.test_rows, val.hidden_cols, profile="tiny")
+    assert table["k"].min() < 8 and len(passes) == 1  # extended downwards, from one pass
+    monkeypatch.setitem(bl._TINY, "item_knn", {**grid, "k": tuple(sorted(table["k"]))})
+    whole, _ = bl.tune("item_knn", val.train, val.test_rows, val.hidden_cols, profile="tiny")
+    pd.testing.assert_frame_equal(
+        table.sort_values("k").reset_index(drop=True), whole.sort_values("k").reset_index(drop=True)
+    )
 
 
 def test_user_knn_shrink_grid_extends_past_a_best_at_its_top(monkeypatch):

@@ -69,7 +69,7 @@ def test_decode_and_split_equal_oracle(tiny):
     assert len(ours[0]) + len(ours[1]) + len(ours[2]) == len(y)
 
 
-@pytest.mark.parametrize("n_artists", [37, 2500])
+@pytest.mark.parametrize("n_artists", [37, 1000, 2500])
 def test_validate_equals_oracle(n_artists):
     gen = torch.Generator().manual_seed(0)
     ue = torch.randn(30, 20, generator=gen)
@@ -81,9 +81,12 @@ def test_validate_equals_oracle(n_artists):
     X = defaultdict(list, {u: rng.integers(0, n_artists, 6).tolist() for u in range(0, 30, 3)})
     torch.manual_seed(11)
     theirs = oracle.validate(ue, ae, X_val, X, len(X_val))
+    state_theirs = torch.get_rng_state()
     torch.manual_seed(11)
     ours = study_validate(ue, ae, X_val, X, len(X_val))
     assert ours == theirs
+    # the same draws from torch's global state: what the study's loop draws next is the same
+    assert torch.equal(torch.get_rng_state(), state_theirs)
     assert 0 <= correct_validate(ue, ae, X_val, X, len(X_val)) <= 1
     chance = validate_chance(X_val, X, 30, n_artists, len(X_val), reps=3)
     assert chance.shape == (3,) and ((chance >= 0) & (chance <= 1)).all()

@@ -8,8 +8,11 @@ Budgets (``GRIDS[profile][model]``): full grids for the neighbourhood and linear
 similarity pass per value that changes the neighbour lists, smaller ``k`` pruned from the largest);
 a seeded random sample of a stated size from the product grid for the factor models. A chosen
 value at the edge of its grid is flagged (``edge_flags``); the neighbour counts, the kNN shrinkage
-terms and EASE's penalty are extended until they are not. The ``full`` profile has a smaller stated
-budget (``_SCALE``) and validation users (``VAL_USERS``), for its minutes-long similarity passes.
+terms and EASE's penalty are extended until they are not (a parameter given one value is a fixed
+setting, not a search). The ``full`` profile has a smaller stated budget (``_SCALE``) and validation
+users (``VAL_USERS``), for its minutes-long similarity passes, and does not refit (``REFIT``): the
+model fitted for the chosen setting on the validation training matrix (chapter 02's less the
+validation users' hidden cells, 4,500 of 7.7M) scores the test users.
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ from .user_knn import K_GRID, SHRINK_GRID, SPACES, WEIGHTINGS, UserKNN
 __all__ = [
     "BASELINES",
     "GRIDS",
+    "REFIT",
     "VAL_USERS",
     "LABELS",
     "build",
     "edge_flags",
     "ease_n_items",
+    "refits",
+    "score_fitted",
     "setting_text",
     "tune",
     "validation_split",
@@ -109,11 +115,13 @@ _TINY: dict[str, dict[str, Sequence[Any]]] = {
     },
 }
 #: the ``full`` profile's stated budget: on 2 cores one similarity pass over its 551K artists costs
-#: 2 to 4 minutes and a BPR iteration 9 s (``make bench``), so the full grids would take hours; these
-#: are a few values around the bench's settings (``bench_stages.BASELINE_BENCH_SETTINGS``), one input
-#: weighting for item-kNN, and the factor models at fixed iterations with no refinement; the kNN
-#: neighbour counts and shrinkage terms and EASE's penalty still extend past a chosen edge, but a
-#: factor-model grid of two values cannot show an edge (``edge_flags`` needs three)
+#: minutes (chapter 03's tuning with the budget below: item-kNN 190 s, RP3beta with three betas 360 s)
+#: and a BPR iteration 6 s, so the default grids would take hours and the book has an hour; these are one similarity pass per
+#: neighbourhood model (one input weighting and shrinkage for item-kNN, one alpha and three betas
+#: for RP3beta, from no popularity penalty up: with betas 0.2 to 0.6 the best was 0.2; their
+#: neighbour counts pruned from the largest and extended past an edge from the same pass), EASE's penalty on the default's artist cap, and the factor models at fixed
+#: iterations with no refinement (a factor-model grid of two values cannot show an edge:
+#: ``edge_flags`` needs three)
 _SCALE: dict[str, dict[str, Sequence[Any]]] = {
     "cf_tuned": {
         "k": (20, 50, 100, 200, 500, 1000),
@@ -121,8 +129,8 @@ _SCALE: dict[str, dict[str, Sequence[Any]]] = {
         "shrink": (0.0, 10.0),
         "space": ("weighted", "binary"),
     },
-    "item_knn": {"weighting": ("bm25",), "shrink": (0.0, 50.0), "k": (20, 50, 100, 200, 500)},
-    "rp3beta": {"alpha": (0.5, 1.0), "beta": (0.2, 0.4, 0.6), "k": (20, 50, 100, 200, 500)},
+    "item_knn": {"weighting": ("bm25",), "shrink": (50.0,), "k": (20, 50, 100, 200, 500)},
+    "rp3beta": {"alpha": (0.5,), "beta": (0.0, 0.2, 0.4), "k": (10, 20, 50, 100, 200)},
     "ease": {"lam": (250.0, 500.0, 1000.0)},
     "ials": {
         "factors": (64, 128),
@@ -130,14 +138,14 @@ _SCALE: dict[str, dict[str, Sequence[Any]]] = {
         "alpha": (5.0, 20.0),
         "iterations": (10,),
         "weighting": ("binary", "log1p"),
-        "_budget": (4,),
+        "_budget": (3,),
     },
     "bpr": {
         "factors": (64, 128),
         "learning_rate": (0.01, 0.05),
         "regularization": (0.01,),
-        "iterations": (30,),
-        "_budget": (2,),
+        "iterations": (20,),
+        "_budget": (1,),
     },
 }
 GRIDS = {"tiny": _TINY, "default": _FULL, "full": _SCALE}
@@ -145,14 +153,19 @@ GRIDS = {"tiny": _TINY, "default": _FULL, "full": _SCALE}
 #: hold-out's users): absent = every user the hold-out takes, as on ``default``; on ``full`` each
 #: setting's scoring and neighbour search then cost a third
 VAL_USERS = {"full": 4500}
+#: profiles that refit the chosen setting on chapter 02's training matrix before scoring the test
+#: users (absent = refit); on ``full`` a refit is one more similarity pass or factor fit per model,
+#: and the fit of the chosen setting on the validation training matrix scores the test users instead
+REFIT = {"full": False}
 #: EASE's artist cap per profile: 8 GB of dense matrices (``ease.max_items``), less where the
 #: 2-core time budget of the book's profile asks for it (the share of test pairs it covers is reported)
 # on ``full`` 8 GB would allow 18,918 artists (``max_items``: three float64 copies; the Gram matrix
 # is now built in column blocks and the peak is nearer 1.5 copies), but time binds first: the
 # Cholesky factor and inverse cost N^3 (15,000 artists: 227 s of LAPACK on 2 shared cores at load
-# 5.8), and scipy's bundled OpenBLAS segfaults in its threaded dpotrf from about 16,000 on (reproduced
-# on a diagonal matrix; ``ease.THREADED_LAPACK_MAX_N`` runs larger ones on one thread); 12,000 runs
-EASE_ITEMS = {"tiny": 2000, "default": 8000, "full": 12000}
+# 5.8; 12,000 about 2 minutes a penalty), and scipy's bundled OpenBLAS segfaults in its threaded
+# dpotrf from about 16,000 on (reproduced on a diagonal matrix; ``ease.THREADED_LAPACK_MAX_N`` runs
+# larger ones on one thread); the hour of the full book leaves it the default's 8,000
+EASE_ITEMS = {"tiny": 2000, "default": 8000, "full": 8000}
 
 
 def validation_split(train: sp.csr_matrix, seed: int, profile: str = "default"):
@@ -174,6 +187,11 @@ def validation_split(train: sp.csr_matrix, seed: int, profile: str = "default"):
     sub = c - c.multiply(mask)
     sub.eliminate_zeros()
     return Split(sub.tocsr(), val.test_rows[keep], val.hidden_cols[keep], val.hidden_rank[keep])
+
+
+def refits(profile: str) -> bool:
+    """Whether ``profile`` refits the chosen settings on chapter 02's training matrix (:data:`REFIT`)."""
+    return REFIT.get(profile, True)
 
 
 def ease_n_items(profile: str) -> int:
@@ -279,8 +297,10 @@ def _edge_steps(
 
 def _extend_k(ks: Sequence[int], best: int, cap: int) -> tuple:
     """``ks`` with one more value past the edge the best ``k`` sits on (halved below, doubled above,
-    within 1..cap); unchanged when the best is inside."""
+    within 1..cap); unchanged when the best is inside or ``ks`` is one fixed value."""
     ks = tuple(sorted(ks))
+    if len(ks) < 2:
+        return ks
     if best == ks[0] and ks[0] > 1:
         return (max(1, ks[0] // 2), *ks)
     if best == ks[-1] and ks[-1] < cap:
@@ -290,11 +310,25 @@ def _extend_k(ks: Sequence[int], best: int, cap: int) -> tuple:
 
 def _extend_shrink(shrinks: Sequence[float], best: float, cap: float = 1000.0) -> tuple:
     """``shrinks`` with 4 times the largest appended when the best is the largest (and below
-    ``cap``); unchanged otherwise (0, no shrinkage, is a natural lower bound)."""
+    ``cap``); unchanged otherwise (0, no shrinkage, is a natural lower bound; one value is a fixed
+    setting)."""
     shrinks = tuple(sorted(float(s) for s in shrinks))
-    if best == shrinks[-1] and 0 < best < cap:
+    if len(shrinks) > 1 and best == shrinks[-1] and 0 < best < cap:
         return (*shrinks, min(cap, 4 * best))
     return shrinks
+
+
+class _Best:
+    """The fitted model of the best setting so far (the order of :func:`_pick`: validation HR@10,
+    then NDCG@10, then the first tried), kept only when asked."""
+
+    def __init__(self, keep: bool, n: int):
+        self.keep, self.n, self.score, self.fitted = keep, n, None, None
+
+    def offer(self, rec: Mapping[str, Any], fitted: Any) -> None:
+        score = (rec[f"hr_at_{self.n}"], rec[f"ndcg_at_{self.n}"])
+        if self.keep and (self.score is None or score > self.score):
+            self.score, self.fitted = score, fitted
 
 
 def tune(
@@ -306,10 +340,14 @@ def tune(
     profile: str = "default",
     seed: int = 0,
     n: int = 10,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+    keep: bool = False,
+):
     """Validation table of ``model`` over its budget and the chosen setting (see module docstring).
 
     ``train`` is the validation training matrix (the validation users' hidden cells removed).
+    Returns ``(table, chosen)``, or with ``keep`` ``(table, chosen, fitted)``: the chosen setting's
+    model fitted on ``train`` (for :func:`score_fitted`; ``None`` for the user-kNN, whose neighbours
+    are searched per user).
     """
     grid = GRIDS.get(profile, _FULL)[model]
     if model == "cf_tuned":
@@ -325,22 +363,28 @@ def tune(
             shrinks=grid["shrink"],
             n=n,
         )
-        return table, {
+        params = {
             "k": chosen.k,
             "weighting": chosen.weighting,
             "shrink": chosen.shrink,
             "space": chosen.space,
         }
+        return (table, params, None) if keep else (table, params)
     recs: list[dict] = []
+    best = _Best(keep, n)
     if model == "item_knn":
         ks, shrinks = tuple(grid["k"]), tuple(grid["shrink"])
+        one_pass = len(grid["weighting"]) * len(shrinks) == 1
+        cache: dict[tuple, tuple[int, sp.csr_matrix]] = {}
         while True:
             for w, h in itertools.product(grid["weighting"], shrinks):
-                S = ItemKNN(ks[-1], h, w).fit(train)
+                hit = cache.get((w, h))
+                S = hit[1] if hit and hit[0] >= ks[-1] else ItemKNN(ks[-1], h, w).fit(train)
                 for k in ks:
                     if any(r["k"] == k and r["weighting"] == w and r["shrink"] == h for r in recs):
                         continue
-                    top = ItemKNN(k, h, w).top_n(train, rows, n, S=prune_to_k(S, k))
+                    P = prune_to_k(S, k)
+                    top = ItemKNN(k, h, w).top_n(train, rows, n, S=P)
                     recs.append(
                         {
                             "weighting": w,
@@ -349,23 +393,35 @@ def tune(
                             **_metrics(top, hidden_cols, n),
                         }
                     )
-                S = None  # this similarity goes before the next one is built
-            best = _pick(pd.DataFrame(recs), n)
-            ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
-            shrinks2 = _extend_shrink(shrinks, float(best["shrink"]))
+                    best.offer(recs[-1], P)
+                # one pass only: kept for a k grid extended downwards; else it goes before the
+                # next similarity is built
+                cache = {(w, h): (ks[-1], S)} if one_pass else {}
+                S = P = None
+            picked = _pick(pd.DataFrame(recs), n)
+            ks2 = _extend_k(ks, int(picked["k"]), train.shape[1] - 1)
+            shrinks2 = _extend_shrink(shrinks, float(picked["shrink"]))
             if ks2 == ks and shrinks2 == shrinks:
                 break
             ks, shrinks = ks2, shrinks2
     elif model == "rp3beta":
         ks = tuple(grid["k"])
+        one_pass = len(grid["alpha"]) == 1
+        cache_rp: dict[float, tuple[int, dict]] = {}
         while True:
             for a in grid["alpha"]:
-                mats = rp3beta_similarities(train, a, grid["beta"], ks[-1])
+                hit = cache_rp.get(a)
+                mats = (
+                    hit[1]
+                    if hit and hit[0] >= ks[-1]
+                    else rp3beta_similarities(train, a, grid["beta"], ks[-1])
+                )
                 for b, S in mats.items():
                     for k in ks:
                         if any(r["k"] == k and r["alpha"] == a and r["beta"] == b for r in recs):
                             continue
-                        top = RP3beta(a, b, k).top_n(train, rows, n, S=prune_to_k(S, k))
+                        P = prune_to_k(S, k)
+                        top = RP3beta(a, b, k).top_n(train, rows, n, S=P)
                         recs.append(
                             {
                                 "alpha": float(a),
@@ -374,9 +430,12 @@ def tune(
                                 **_metrics(top, hidden_cols, n),
                             }
                         )
-                mats = S = None  # this alpha's matrices go before the next alpha's are built
-            best = _pick(pd.DataFrame(recs), n)
-            ks2 = _extend_k(ks, int(best["k"]), train.shape[1] - 1)
+                        best.offer(recs[-1], P)
+                # this alpha's matrices go before the next alpha's are built (one alpha: kept)
+                cache_rp = {a: (ks[-1], mats)} if one_pass else {}
+                mats = S = P = None
+            picked = _pick(pd.DataFrame(recs), n)
+            ks2 = _extend_k(ks, int(picked["k"]), train.shape[1] - 1)
             if ks2 == ks:
                 break
             ks = ks2
@@ -389,14 +448,18 @@ def tune(
                 if lam in done:
                     continue
                 done.add(lam)
-                top = ease_mod.EASE(lam, n_items).top_n(train, rows, n)
+                m = ease_mod.EASE(lam, n_items)
+                fitted = m.fit(train)
+                top = m.top_n(train, rows, n, fitted=fitted)
                 recs.append(
                     {"lam": float(lam), "n_items": n_items, **_metrics(top, hidden_cols, n)}
                 )
-            best = _pick(pd.DataFrame(recs), n)
-            if best["lam"] == max(lams):
+                best.offer(recs[-1], fitted)
+                fitted = None
+            picked = _pick(pd.DataFrame(recs), n)
+            if picked["lam"] == max(lams):
                 lams.append(max(lams) * 2)
-            elif best["lam"] == min(lams) and min(lams) > 1:
+            elif picked["lam"] == min(lams) and min(lams) > 1:
                 lams.insert(0, min(lams) / 4)
             else:
                 break
@@ -406,24 +469,53 @@ def tune(
         budget = min(int(grid["_budget"][0]), len(combos))
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(combos), size=budget, replace=False)
+
+        def run(params: dict[str, Any], extra: dict[str, Any]) -> None:
+            m = build(model, params, profile, seed)
+            fitted = m.fit(train)
+            top = m.top_n(train, rows, n, model=fitted)
+            recs.append({**params, **extra, **_metrics(top, hidden_cols, n)})
+            best.offer(recs[-1], fitted)
+
         for i in sorted(pick):
-            params = dict(zip(keys, combos[i], strict=True))
-            top = build(model, params, profile, seed).top_n(train, rows, n)
-            recs.append({**params, **_metrics(top, hidden_cols, n)})
+            run(dict(zip(keys, combos[i], strict=True)), {})
         extra = int(grid.get("_refine", (0,))[0])
         while extra > 0:  # the best setting, one parameter moved past its edge at a time
-            done = pd.DataFrame(recs)
-            step = _edge_steps(grid, done, _pick(done, n), keys)
+            done_t = pd.DataFrame(recs)
+            step = _edge_steps(grid, done_t, _pick(done_t, n), keys)
             if not step:
                 break
             for params in step[:extra]:
-                top = build(model, params, profile, seed).top_n(train, rows, n)
-                recs.append({**params, "stage": "refine", **_metrics(top, hidden_cols, n)})
+                run(params, {"stage": "refine"})
             extra -= min(extra, len(step))
     else:
         raise ValueError(f"unknown model {model!r}: expected one of {BASELINES}")
     table = pd.DataFrame(recs)
-    return table, _pick(table, n)
+    chosen = _pick(table, n)
+    return (table, chosen, best.fitted) if keep else (table, chosen)
+
+
+def score_fitted(
+    model: str,
+    params: Mapping[str, Any],
+    fitted: Any,
+    train: sp.csr_matrix,
+    rows: np.ndarray,
+    n: int = 10,
+    *,
+    profile: str = "default",
+    seed: int = 0,
+) -> np.ndarray:
+    """Top-``n`` lists for ``rows`` from a model already fitted (``tune(..., keep=True)``), the
+    users' histories and the exclusion of heard artists taken from ``train``; a model without a
+    fitted object (``None``: user-kNN, most popular) is fitted on ``train``."""
+    m = build(model, params, profile, seed)
+    if fitted is None:
+        return m.top_n(train, rows, n)
+    arg = {"item_knn": "S", "rp3beta": "S", "ease": "fitted", "ials": "model", "bpr": "model"}
+    if model not in arg:
+        raise ValueError(f"model {model!r} has no fitted form: expected one of {sorted(arg)}")
+    return m.top_n(train, rows, n, **{arg[model]: fitted})
 
 
 def edge_flags(model: str, table: pd.DataFrame, chosen: Mapping[str, Any]) -> list[str]:
