@@ -370,7 +370,7 @@ def test_factor_top_n_equals_implicits_recommend(model):
     c = _counts(29, n_users=60, n_items=45)
     rows = np.arange(1, c.shape[0], 2)
     fitted = model.fit(c)
-    ours = model.top_n(c, rows, 6, model=fitted)
+    ours = model.top_n(c, rows, 6, fitted=fitted)
     theirs = mf.implicit_top_n(fitted, sp.csr_matrix(c, dtype=np.float32), rows, 6)
     np.testing.assert_array_equal(ours, theirs)  # continuous scores: no ties to order
 
@@ -451,13 +451,9 @@ def test_kept_validation_fit_scores_as_a_refit_on_the_same_matrix(model, monkeyp
     assert chosen == c2 and fitted is not None
     for hist, rows in ((val.train, val.test_rows), (outer.train, outer.test_rows)):
         again = bl.build(model, chosen, "tiny", 0)
-        want = again.top_n(hist, rows, 10, **_fit_arg(model, again.fit(val.train)))
+        want = again.top_n(hist, rows, 10, fitted=again.fit(val.train))
         got = bl.score_fitted(model, chosen, fitted, hist, rows, 10, profile="tiny")
         np.testing.assert_array_equal(got, want)
-
-
-def _fit_arg(model: str, fitted) -> dict:
-    return {{"item_knn": "S", "rp3beta": "S", "ease": "fitted"}.get(model, "model"): fitted}
 
 
 def test_one_pass_grid_reuses_its_similarity_for_a_lower_k(monkeypatch):

@@ -115,12 +115,13 @@ _TINY: dict[str, dict[str, Sequence[Any]]] = {
     },
 }
 #: the ``full`` profile's stated budget: on 2 cores one similarity pass over its 551K artists costs
-#: minutes (chapter 03's tuning with the budget below: item-kNN 190 s, RP3beta with three betas 360 s)
-#: and a BPR iteration 6 s, so the default grids would take hours and the book has an hour; these are one similarity pass per
-#: neighbourhood model (one input weighting and shrinkage for item-kNN, one alpha and three betas
-#: for RP3beta, from no popularity penalty up: with betas 0.2 to 0.6 the best was 0.2; their
-#: neighbour counts pruned from the largest and extended past an edge from the same pass), EASE's penalty on the default's artist cap, and the factor models at fixed
-#: iterations with no refinement (a factor-model grid of two values cannot show an edge:
+#: minutes (chapter 03's tuning with this budget: item-kNN 190 to 258 s, RP3beta with three betas 360
+#: to 440 s, in two runs) and a BPR iteration 6 s, so the default grids would take hours and the book
+#: has an hour. These are one similarity pass per neighbourhood model (one input weighting and
+#: shrinkage for item-kNN; one alpha and three betas for RP3beta, from no popularity penalty up: with
+#: betas 0.2 to 0.6 the best was 0.2), their neighbour counts pruned from the largest and extended
+#: past an edge from the same pass; EASE's penalty on the default's artist cap; and the factor models
+#: at fixed iterations with no refinement (a factor-model grid of two values cannot show an edge:
 #: ``edge_flags`` needs three)
 _SCALE: dict[str, dict[str, Sequence[Any]]] = {
     "cf_tuned": {
@@ -318,6 +319,19 @@ def _extend_shrink(shrinks: Sequence[float], best: float, cap: float = 1000.0) -
     return shrinks
 
 
+def _one_pass(cache: dict, key: Any, k: int, one_pass: bool, fit, *args) -> Any:
+    """The similarity of ``key`` with at least ``k`` neighbours: the one kept in ``cache`` when it
+    has them, else ``fit(*args)`` (a kept one with fewer goes first); kept when the grid is
+    ``one_pass`` (a k grid extended downwards is then pruned from it), else let go once used."""
+    hit = cache.pop(key, None)
+    if hit is None or hit[0] < k:
+        hit = None  # the narrower pass goes before the wider one is built
+        hit = (k, fit(*args))
+    if one_pass:
+        cache[key] = hit
+    return hit[1]
+
+
 class _Best:
     """The fitted model of the best setting so far (the order of :func:`_pick`: validation HR@10,
     then NDCG@10, then the first tried), kept only when asked."""
@@ -374,17 +388,16 @@ def tune(
     best = _Best(keep, n)
     if model == "item_knn":
         ks, shrinks = tuple(grid["k"]), tuple(grid["shrink"])
-        one_pass = len(grid["weighting"]) * len(shrinks) == 1
-        cache: dict[tuple, tuple[int, sp.csr_matrix]] = {}
+        cache: dict = {}
         while True:
+            one_pass = len(grid["weighting"]) * len(shrinks) == 1
             for w, h in itertools.product(grid["weighting"], shrinks):
-                hit = cache.get((w, h))
-                S = hit[1] if hit and hit[0] >= ks[-1] else ItemKNN(ks[-1], h, w).fit(train)
+                S = _one_pass(cache, (w, h), ks[-1], one_pass, ItemKNN(ks[-1], h, w).fit, train)
                 for k in ks:
                     if any(r["k"] == k and r["weighting"] == w and r["shrink"] == h for r in recs):
                         continue
                     P = prune_to_k(S, k)
-                    top = ItemKNN(k, h, w).top_n(train, rows, n, S=P)
+                    top = ItemKNN(k, h, w).top_n(train, rows, n, fitted=P)
                     recs.append(
                         {
                             "weighting": w,
@@ -394,10 +407,7 @@ def tune(
                         }
                     )
                     best.offer(recs[-1], P)
-                # one pass only: kept for a k grid extended downwards; else it goes before the
-                # next similarity is built
-                cache = {(w, h): (ks[-1], S)} if one_pass else {}
-                S = P = None
+                S = P = None  # (unless kept) this similarity goes before the next one is built
             picked = _pick(pd.DataFrame(recs), n)
             ks2 = _extend_k(ks, int(picked["k"]), train.shape[1] - 1)
             shrinks2 = _extend_shrink(shrinks, float(picked["shrink"]))
@@ -407,21 +417,18 @@ def tune(
     elif model == "rp3beta":
         ks = tuple(grid["k"])
         one_pass = len(grid["alpha"]) == 1
-        cache_rp: dict[float, tuple[int, dict]] = {}
+        cache = {}
         while True:
             for a in grid["alpha"]:
-                hit = cache_rp.get(a)
-                mats = (
-                    hit[1]
-                    if hit and hit[0] >= ks[-1]
-                    else rp3beta_similarities(train, a, grid["beta"], ks[-1])
+                mats = _one_pass(
+                    cache, a, ks[-1], one_pass, rp3beta_similarities, train, a, grid["beta"], ks[-1]
                 )
                 for b, S in mats.items():
                     for k in ks:
                         if any(r["k"] == k and r["alpha"] == a and r["beta"] == b for r in recs):
                             continue
                         P = prune_to_k(S, k)
-                        top = RP3beta(a, b, k).top_n(train, rows, n, S=P)
+                        top = RP3beta(a, b, k).top_n(train, rows, n, fitted=P)
                         recs.append(
                             {
                                 "alpha": float(a),
@@ -431,9 +438,7 @@ def tune(
                             }
                         )
                         best.offer(recs[-1], P)
-                # this alpha's matrices go before the next alpha's are built (one alpha: kept)
-                cache_rp = {a: (ks[-1], mats)} if one_pass else {}
-                mats = S = P = None
+                mats = S = P = None  # (unless kept) before the next alpha's are built
             picked = _pick(pd.DataFrame(recs), n)
             ks2 = _extend_k(ks, int(picked["k"]), train.shape[1] - 1)
             if ks2 == ks:
@@ -473,7 +478,7 @@ def tune(
         def run(params: dict[str, Any], extra: dict[str, Any]) -> None:
             m = build(model, params, profile, seed)
             fitted = m.fit(train)
-            top = m.top_n(train, rows, n, model=fitted)
+            top = m.top_n(train, rows, n, fitted=fitted)
             recs.append({**params, **extra, **_metrics(top, hidden_cols, n)})
             best.offer(recs[-1], fitted)
 
@@ -512,10 +517,7 @@ def score_fitted(
     m = build(model, params, profile, seed)
     if fitted is None:
         return m.top_n(train, rows, n)
-    arg = {"item_knn": "S", "rp3beta": "S", "ease": "fitted", "ials": "model", "bpr": "model"}
-    if model not in arg:
-        raise ValueError(f"model {model!r} has no fitted form: expected one of {sorted(arg)}")
-    return m.top_n(train, rows, n, **{arg[model]: fitted})
+    return m.top_n(train, rows, n, fitted=fitted)
 
 
 def edge_flags(model: str, table: pd.DataFrame, chosen: Mapping[str, Any]) -> list[str]:

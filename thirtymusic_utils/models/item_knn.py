@@ -161,12 +161,17 @@ class ItemKNN:
         return cosine_item_similarities(train, self.k, self.shrink, self.weighting)
 
     def top_n(
-        self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, S: sp.csr_matrix | None = None
+        self,
+        train: sp.csr_matrix,
+        rows: np.ndarray,
+        n: int = 10,
+        fitted: sp.csr_matrix | None = None,
     ) -> np.ndarray:
-        """Fit (unless ``S`` is given) and recommend ``n`` unheard artists to each of ``rows``."""
+        """Fit (unless ``fitted``, a similarity of :meth:`fit`, is given) and recommend ``n`` unheard
+        artists to each of ``rows``."""
         t = _as_counts(train)
         rows = _as_rows(rows, t.shape[0])
-        S = self.fit(t) if S is None else S
+        S = self.fit(t) if fitted is None else fitted
         B = t.astype(np.float32)
         B.data[:] = 1.0
         return top_n_blocks(lambda r: B[r] @ S, t, rows, n, block_rows=64, dense=False)

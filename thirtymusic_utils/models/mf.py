@@ -84,11 +84,12 @@ class IALS:
             m.fit(_weighted(train, self.weighting), show_progress=False)
         return m
 
-    def top_n(self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, model=None) -> np.ndarray:
-        """Fit (unless ``model`` is given) and recommend ``n`` unheard artists to each of ``rows``."""
+    def top_n(self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, fitted=None) -> np.ndarray:
+        """Fit (unless ``fitted``, a model of :meth:`fit`, is given) and recommend ``n`` unheard
+        artists to each of ``rows``."""
         t = _as_counts(train)
         rows = _as_rows(rows, t.shape[0])
-        model = self.fit(t) if model is None else model
+        model = self.fit(t) if fitted is None else fitted
         return factor_top_n(model.user_factors, model.item_factors, t, rows, n)
 
 
@@ -119,9 +120,10 @@ class BPR:
             m.fit(_weighted(train, "binary"), show_progress=False)
         return m
 
-    def top_n(self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, model=None) -> np.ndarray:
-        """Fit (unless ``model`` is given) and recommend ``n`` unheard artists to each of ``rows``."""
+    def top_n(self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, fitted=None) -> np.ndarray:
+        """Fit (unless ``fitted``, a model of :meth:`fit`, is given) and recommend ``n`` unheard
+        artists to each of ``rows``."""
         t = _as_counts(train)
         rows = _as_rows(rows, t.shape[0])
-        model = self.fit(t) if model is None else model
+        model = self.fit(t) if fitted is None else fitted
         return factor_top_n(model.user_factors, model.item_factors, t, rows, n)

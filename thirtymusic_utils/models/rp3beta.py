@@ -77,11 +77,16 @@ class RP3beta:
         return rp3beta_similarities(train, self.alpha, [self.beta], self.k)[float(self.beta)]
 
     def top_n(
-        self, train: sp.csr_matrix, rows: np.ndarray, n: int = 10, S: sp.csr_matrix | None = None
+        self,
+        train: sp.csr_matrix,
+        rows: np.ndarray,
+        n: int = 10,
+        fitted: sp.csr_matrix | None = None,
     ) -> np.ndarray:
-        """Fit (unless ``S`` is given) and recommend ``n`` unheard artists to each of ``rows``."""
+        """Fit (unless ``fitted``, a walk matrix of :meth:`fit`, is given) and recommend ``n``
+        unheard artists to each of ``rows``."""
         t = _as_counts(train)
         rows = _as_rows(rows, t.shape[0])
-        S = self.fit(t) if S is None else S
+        S = self.fit(t) if fitted is None else fitted
         pui, _ = transition_matrices(t, self.alpha)
         return top_n_blocks(lambda r: pui[r] @ S, t, rows, n, block_rows=64, dense=False)
