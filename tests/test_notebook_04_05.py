@@ -62,6 +62,22 @@ def test_chapter_05_on_tiny(tiny_book):
 
     assert results["improved_patience"] == TRAIN_PROFILES["tiny"]["improved_patience"]
     assert results["improved_epoch_budget"] == TRAIN_PROFILES["tiny"]["improved_epochs"]
+    # the embedding size is chosen on validation: the profile's grid, extended past an edge
+    tried = [int(d) for d in results["improved_embedding_dims_tried"].split(", ")]
+    assert set(TRAIN_PROFILES["tiny"]["embedding_dims"]) <= set(tried) and tried == sorted(tried)
+    assert results["improved_embedding_dim"] in tried and max(tried) <= 64
+    edge = results["improved_embedding_dim"] in (tried[0], tried[-1])
+    assert results["improved_embedding_dim_at_edge"] == int(edge)
+    assert (
+        results["improved_embedding_dim_grid_min"],
+        results["improved_embedding_dim_grid_max"],
+    ) == (
+        tried[0],
+        tried[-1],
+    )
+    assert results["ablation_val_hr_improved"] == pytest.approx(results["val_metric_best"]) or (
+        results["improved_best_epoch"] > results["ablation_epochs"]
+    )
     artifacts = tiny_book.build_dir / "artifacts"
     out2 = pd.read_csv(artifacts / "outcomes_02.csv")
     out5 = pd.read_csv(artifacts / "outcomes_05.csv")
@@ -75,6 +91,7 @@ def test_chapter_05_on_tiny(tiny_book):
     meta = json.loads((folder / "config.json").read_text())
     assert meta["tower"]["n_artists"] > 0 and meta["train"]["name"] == "improved"
     assert meta["train"]["trainer"] == "batched"
+    assert meta["tower"]["embedding_dim"] == results["improved_embedding_dim"]
 
 
 def test_chapter_05_checkpoint_reloads(tiny_book):

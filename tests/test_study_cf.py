@@ -195,13 +195,17 @@ def test_book_and_study_columns_agree(tiny_data_dir):
 
 @pytest.mark.parametrize("layout", ["idomaar", "csv"])
 def test_scan_gathers_the_first_plays_that_a_second_read_finds(tiny_data_dir, layout):
-    from thirtymusic_utils.data.order import first_appearance_keys
+    from thirtymusic_utils.data.order import first_appearance_keys, pair_first_positions
     from thirtymusic_utils.data.readers import scan_plays
 
-    scan = scan_plays(tiny_data_dir, layout=layout, chunk_lines=50)
+    scan = scan_plays(tiny_data_dir, layout=layout, chunk_lines=50, pair_first=True)
     again = first_appearance_keys(tiny_data_dir, layout=layout)
     assert len(again) > 50
     pd.testing.assert_frame_equal(scan.first_plays, again)
+    pairs = pair_first_positions(tiny_data_dir, layout=layout)
+    assert len(pairs) == len(scan.plays)
+    pd.testing.assert_frame_equal(scan.pair_first, pairs)
+    assert scan_plays(tiny_data_dir, layout=layout, chunk_lines=50).pair_first is None
     m = build_matrix(scan.plays)
     np.testing.assert_array_equal(
         study_column_order(tiny_data_dir, m.artist_ids, keys=scan.first_plays),
@@ -213,17 +217,28 @@ def test_scan_first_plays_on_hetrec_and_their_round_trip(hetrec_dir, tmp_path):
     from thirtymusic_utils.data.order import (
         first_appearance_keys,
         load_first_plays,
+        load_pair_first,
+        pair_first_positions,
         save_first_plays,
+        save_pair_first,
     )
     from thirtymusic_utils.data.readers import scan_plays
 
-    keys = scan_plays(hetrec_dir).first_plays
+    scan = scan_plays(hetrec_dir, pair_first=True, chunk_lines=4_000)
+    keys = scan.first_plays
     pd.testing.assert_frame_equal(keys, first_appearance_keys(hetrec_dir))
     assert load_first_plays(tmp_path) is None
     save_first_plays(keys, tmp_path)
     pd.testing.assert_frame_equal(load_first_plays(tmp_path), keys)
     save_first_plays(None, tmp_path)
     assert load_first_plays(tmp_path) is None
+    pairs = scan.pair_first
+    pd.testing.assert_frame_equal(pairs, pair_first_positions(hetrec_dir))
+    assert load_pair_first(tmp_path) is None
+    save_pair_first(pairs, tmp_path)
+    pd.testing.assert_frame_equal(load_pair_first(tmp_path), pairs)
+    save_pair_first(None, tmp_path)
+    assert load_pair_first(tmp_path) is None
 
 
 def _naive_hr(counts, rank, seed, *, aggregation="as_run", **kw):

@@ -625,3 +625,120 @@ def test_cosine_and_its_gradient_equal_f_normalize(n, d, seed):
     (y2 * grad).sum().backward()
     torch.testing.assert_close(y2, y1)
     torch.testing.assert_close(x2.grad, x1.grad)
+
+
+# --------------------------------------------------------------------------------------------------
+# the embedding size, chosen on validation
+
+
+@given(
+    st.lists(st.sampled_from([8, 16, 32, 64, 128, 256]), min_size=1, max_size=4, unique=True),
+    st.data(),
+)
+def test_next_dims_extends_only_a_best_size_at_an_edge(dims, data):
+    from thirtymusic_utils.models.training import _next_dims
+
+    grid = tuple(sorted(dims))
+    best = data.draw(st.sampled_from(grid))
+    nxt = _next_dims(grid, best, 256)
+    if len(grid) == 1 or grid[0] < best < grid[-1]:
+        assert nxt == grid
+    elif best == grid[0] and grid[0] >= 16:
+        assert nxt == (grid[0] // 2, *grid)
+    elif best == grid[-1] and grid[-1] <= 128:
+        assert nxt == (*grid, 2 * grid[-1])
+    else:
+        assert nxt == grid  # at the floor of 8 or the cap
+
+
+def _tuning_case():
+    from thirtymusic_utils.evaluation.protocol import holdout_split
+    from thirtymusic_utils.models.training import validation_split
+
+    counts = planted(n_per_group=30, n_artists_per_group=26, seed=3)
+    split = holdout_split(counts, 0)
+    val = validation_split(split.train, split.test_rows, 0)
+    cfg = IMPROVED_TRAIN.replace(epochs=3, n_negatives=8, lr=0.02, patience=2)
+    return split, val, cfg
+
+
+def test_tune_improved_keeps_the_best_size_and_extends_past_an_edge(monkeypatch):
+    from thirtymusic_utils.models import training as T
+
+    split, val, cfg = _tuning_case()
+    tuning = T.tune_improved(
+        split.train, split.test_rows, 0, dims=(8, 16), max_dim=64, config=cfg, val=val,
+        progress=False,
+    )  # fmt: skip
+    t = tuning.table
+    assert list(t["embedding_dim"]) == sorted(t["embedding_dim"]) and {8, 16} <= set(
+        t["embedding_dim"]
+    )
+    best = t.loc[t["val_metric"] == t["val_metric"].max(), "embedding_dim"].min()
+    assert tuning.embedding_dim == best == tuning.run.model.config.embedding_dim
+    assert tuning.run.result.best_metric == t.set_index("embedding_dim").loc[best, "val_metric"]
+    dims = tuple(t["embedding_dim"])
+    # the grid grows until the best is inside it, at the floor of 8 or at the cap of 64
+    assert tuning.at_edge == (best in (dims[0], dims[-1]))
+    assert not tuning.at_edge or best in (8, 64)
+    # the kept run is the run of that size on its own (training is deterministic per seed)
+    alone = T.run_improved(
+        split.train, split.test_rows, 0, config=cfg, tower={**IMPROVED_TOWER, "embedding_dim": best},
+        val=val, progress=False,
+    )  # fmt: skip
+    for a, b in zip(
+        alone.model.state_dict().values(), tuning.run.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    # a best size at the top edge adds the next size; the grid then stops at the cap
+    scores = {8: 0.1, 16: 0.2, 32: 0.3, 64: 0.25}
+    real = T.run_improved
+
+    def fake(*args, tower, **kw):
+        run = real(*args, tower=tower, **{**kw, "config": cfg.replace(epochs=1)})
+        run.result.best_metric = scores[tower["embedding_dim"]]
+        return run
+
+    monkeypatch.setattr(T, "run_improved", fake)
+    tuning = T.tune_improved(
+        split.train, split.test_rows, 0, dims=(8, 16), max_dim=64, config=cfg, val=val,
+        progress=False,
+    )  # fmt: skip
+    assert list(tuning.table["embedding_dim"]) == [8, 16, 32, 64]
+    assert tuning.embedding_dim == 32 and not tuning.at_edge
+    scores[64] = 0.4
+    tuning = T.tune_improved(
+        split.train, split.test_rows, 0, dims=(8, 16), max_dim=64, config=cfg, val=val,
+        progress=False,
+    )  # fmt: skip
+    assert tuning.embedding_dim == 64 and tuning.at_edge
+    one = T.tune_improved(
+        split.train, split.test_rows, 0, dims=(16,), max_dim=64, config=cfg, val=val,
+        progress=False,
+    )  # fmt: skip
+    assert list(one.table["embedding_dim"]) == [16] and not one.at_edge
+    with pytest.raises(ValueError, match="positive sizes"):
+        T.tune_improved(split.train, split.test_rows, 0, dims=(), config=cfg, val=val)
+
+
+def test_ablation_leaves_out_the_variant_that_is_the_reference():
+    from thirtymusic_utils.models import training as T
+
+    split, val, cfg = _tuning_case()
+    variants = {
+        "64-d ids": ({**T.ID_TOWER, "embedding_dim": 8}, {}),
+        "64-d history": ({**IMPROVED_TOWER, "embedding_dim": 8}, {}),
+    }
+    for dim, names in [(8, ["64-d ids", "improved: history user tower, 8-d, dropout 0.5"]),
+                       (16, ["64-d ids", "64-d history", "improved: history user tower, 16-d, dropout 0.5"])]:  # fmt: skip
+        ref = T.run_improved(
+            split.train, split.test_rows, 0, config=cfg.replace(patience=0),
+            tower={**IMPROVED_TOWER, "embedding_dim": dim}, val=val, progress=False,
+        )  # fmt: skip
+        table = T.run_ablation(
+            split.train, split.test_rows, 0, epochs=2, val=val, variants=variants, reference=ref,
+            progress=False,
+        )  # fmt: skip
+        assert list(table["variant"].unique()) == names
+        assert len(table) == 2 * len(names)

@@ -34,16 +34,22 @@ from .readers import LAYOUT_FILES, _merge, _min_keys, detect_layout
 
 __all__ = [
     "FIRST_PLAYS_FILE",
+    "PAIR_FIRST_FILE",
     "first_appearance_keys",
     "load_first_plays",
+    "load_pair_first",
     "pair_first_positions",
     "save_first_plays",
+    "save_pair_first",
     "study_column_order",
 ]
 
 #: chapter 01's record of each artist's first play (``PlaysScan.first_plays``)
 FIRST_PLAYS_FILE = "first_plays.npz"
 _KEY_COLUMNS = ("artist_id", "first_user", "first_position")
+#: chapter 01's record of each (user, artist) pair's first play (``PlaysScan.pair_first``)
+PAIR_FIRST_FILE = "pair_first.npz"
+_PAIR_COLUMNS = ("user_id", "artist_id", "first_position")
 
 _TRACK_IN_SESSION = re.compile(r'"type"\s*:\s*"track"\s*,\s*"id"\s*:\s*(\d+)')
 
@@ -171,24 +177,53 @@ def first_appearance_keys(
     )
 
 
+def _save(
+    frame: pd.DataFrame | None,
+    build_dir: str | os.PathLike | None,
+    name: str,
+    columns: tuple[str, ...],
+    compressed: bool,
+) -> Path | None:
+    path = artifacts_dir(build_dir) / name
+    if frame is None:
+        path.unlink(missing_ok=True)
+        return None
+    save = np.savez_compressed if compressed else np.savez
+    save(path, **{c: frame[c].to_numpy(np.int64) for c in columns})
+    return path
+
+
+def _load(
+    build_dir: str | os.PathLike | None, name: str, columns: tuple[str, ...]
+) -> pd.DataFrame | None:
+    path = artifacts_dir(build_dir) / name
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return pd.DataFrame({c: z[c] for c in columns})
+
+
 def save_first_plays(keys: pd.DataFrame | None, build_dir: str | os.PathLike | None) -> Path | None:
     """Write ``keys`` (as :func:`first_appearance_keys` returns them) to ``BUILD_DIR/artifacts``;
     with ``keys=None`` remove an earlier file, so that no stale order outlives its data."""
-    path = artifacts_dir(build_dir) / FIRST_PLAYS_FILE
-    if keys is None:
-        path.unlink(missing_ok=True)
-        return None
-    np.savez_compressed(path, **{c: keys[c].to_numpy(np.int64) for c in _KEY_COLUMNS})
-    return path
+    return _save(keys, build_dir, FIRST_PLAYS_FILE, _KEY_COLUMNS, True)
 
 
 def load_first_plays(build_dir: str | os.PathLike | None) -> pd.DataFrame | None:
     """The keys :func:`save_first_plays` wrote, or None when chapter 01 wrote none."""
-    path = artifacts_dir(build_dir) / FIRST_PLAYS_FILE
-    if not path.exists():
-        return None
-    with np.load(path) as z:
-        return pd.DataFrame({c: z[c] for c in _KEY_COLUMNS})
+    return _load(build_dir, FIRST_PLAYS_FILE, _KEY_COLUMNS)
+
+
+def save_pair_first(pairs: pd.DataFrame | None, build_dir: str | os.PathLike | None) -> Path | None:
+    """Write ``pairs`` (as :func:`pair_first_positions` returns them, ``PlaysScan.pair_first``) to
+    ``BUILD_DIR/artifacts``, uncompressed (one pass over millions of pairs is cheaper to read back than
+    to inflate); with ``pairs=None`` remove an earlier file."""
+    return _save(pairs, build_dir, PAIR_FIRST_FILE, _PAIR_COLUMNS, False)
+
+
+def load_pair_first(build_dir: str | os.PathLike | None) -> pd.DataFrame | None:
+    """The pairs :func:`save_pair_first` wrote, or None when chapter 01 wrote none."""
+    return _load(build_dir, PAIR_FIRST_FILE, _PAIR_COLUMNS)
 
 
 def study_column_order(

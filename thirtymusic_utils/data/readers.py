@@ -231,12 +231,15 @@ class PlaysScan:
     them); None for HetRec, which has no sessions. ``first_plays``: each artist's first play, as
     :func:`thirtymusic_utils.data.order.first_appearance_keys` reads it (``artist_id, first_user,
     first_position``), gathered on the same pass; None when a user id lies outside ``[0, 2**23)``.
+    ``pair_first``: each (user, artist) pair's first play, as
+    :func:`thirtymusic_utils.data.order.pair_first_positions` reads it, on the same pass and terms.
     """
 
     plays: pd.DataFrame
     sessions: pd.DataFrame | None
     report: ReadReport
     first_plays: pd.DataFrame | None = None
+    pair_first: pd.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1608,24 +1611,45 @@ _POSITION_BITS = 40
 
 class _FirstPlays:
     """Per artist, its first play: the lowest user id, then the earliest place in the play sequence
-    (the study's column order, :mod:`thirtymusic_utils.data.order`). Memory ~ distinct artists."""
+    (the study's column order, :mod:`thirtymusic_utils.data.order`). Memory ~ distinct artists.
+    Per (user, artist) pair, the place of its first play (the order of the user's ``Counter``,
+    :func:`thirtymusic_utils.data.order.pair_first_positions`). Memory ~ distinct pairs."""
 
-    def __init__(self) -> None:
+    def __init__(self, pairs: bool = False) -> None:
         self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pair_parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.offset = 0
         self.ok = True
+        self.keep_pairs = pairs
 
     def add(self, users: np.ndarray, artists: np.ndarray) -> None:
         if not self.ok or len(users) == 0:
             return
         if users.min() < 0 or users.max() >= _FIRST_USER_BOUND:
-            self.ok, self.parts = False, []
+            self.ok, self.parts, self.pair_parts = False, [], []
             return
         pos = self.offset + np.arange(len(users), dtype=np.int64)
         self.offset += len(users)
         self.parts.append(_min_keys(artists, (users << _POSITION_BITS) | pos))
         if len(self.parts) > 16:
             self.parts = [_merge(self.parts)]
+        if not self.keep_pairs:
+            return
+        self.pair_parts.append(_min_keys((users << 32) | artists, pos))
+        if len(self.pair_parts) > 16:
+            self.pair_parts = [_merge(self.pair_parts)]
+
+    def pairs(self) -> pd.DataFrame | None:
+        """``user_id, artist_id, first_position`` per pair, sorted by user then position."""
+        if not (self.ok and self.keep_pairs):
+            return None
+        pair, pos = _merge(self.pair_parts)
+        self.pair_parts = []
+        order = np.lexsort((pos, pair >> 32))
+        pair, pos = pair[order], pos[order]
+        return pd.DataFrame(
+            {"user_id": pair >> 32, "artist_id": pair & _LOW32, "first_position": pos}
+        )
 
     def result(self) -> pd.DataFrame | None:
         if not self.ok:
@@ -1708,9 +1732,9 @@ def _scan_sessions(
     errors: str,
     chunk_lines: int,
     progress: bool,
+    first: _FirstPlays,
 ) -> tuple[_PairCounter, pd.DataFrame, _FirstPlays]:
     pairs = _PairCounter()
-    first = _FirstPlays()
     cols: dict[str, list[np.ndarray]] = {
         k: [] for k in ("session_id", "user_id", "timestamp", "n_plays", "n_artists")
     }
@@ -1747,7 +1771,12 @@ def _scan_sessions(
 
 
 def _scan_hetrec(
-    folder: Path, report: ReadReport, errors: str, chunk_lines: int, progress: bool
+    folder: Path,
+    report: ReadReport,
+    errors: str,
+    chunk_lines: int,
+    progress: bool,
+    first: _FirstPlays,
 ) -> tuple[np.ndarray, np.ndarray, _FirstPlays]:
     src = _Source(
         "user_artists",
@@ -1759,7 +1788,6 @@ def _scan_hetrec(
         may_be_cut=_csv_may_be_cut,
     )
     pairs = _PairCounter()
-    first = _FirstPlays()
     for chunk in _chunks(src, report, errors, chunk_lines, progress):
         report.plays_read += int(chunk.weights.sum())
         pairs.add((chunk.users << 32) | chunk.artists, chunk.weights)
@@ -1800,6 +1828,7 @@ def scan_plays(
     progress: bool = False,
     chunk_lines: int = 100_000,
     max_unknown_share: float = MAX_UNKNOWN_SHARE,
+    pair_first: bool = False,
 ) -> PlaysScan:
     """Stream a data folder once: per (user, artist) play counts, per-session stats, a report.
 
@@ -1810,6 +1839,7 @@ def scan_plays(
     the entity files lack; ``errors="skip"`` skips such lines and counts them in the report, and
     warns (:class:`ReadWarning`) of the rest. A file of which no line can be read is an error in
     both modes. Files are read ``chunk_lines`` lines at a time; the result does not depend on it.
+    ``pair_first=True`` also keeps each pair's first play (``PlaysScan.pair_first``; memory ~ pairs).
     """
     _check_errors(errors)
     if chunk_lines < 1:
@@ -1821,7 +1851,9 @@ def scan_plays(
     psrc = _persons_source(folder, layout, names=False)
     known, _ = _read_named(psrc, report, errors, chunk_lines, progress, False)
     if layout == "hetrec":
-        keys, counts, first = _scan_hetrec(folder, report, errors, chunk_lines, progress)
+        keys, counts, first = _scan_hetrec(
+            folder, report, errors, chunk_lines, progress, _FirstPlays(pair_first)
+        )
         _count_unknown_artists(keys, counts, known, report)
         if len(known):
             _check_unknown(
@@ -1833,7 +1865,9 @@ def scan_plays(
                 errors,
                 report,
             )
-        return PlaysScan(_plays_frame(keys, counts, report), None, report, first.result())
+        return PlaysScan(
+            _plays_frame(keys, counts, report), None, report, first.result(), first.pairs()
+        )
     tsrc = None
     if layout == "idomaar":
         tsrc = _Source(
@@ -1879,7 +1913,9 @@ def scan_plays(
             may_be_cut=_csv_may_be_cut,
             parallel=True,
         )
-    pairs, sessions, first = _scan_sessions(ssrc, tracks, report, errors, chunk_lines, progress)
+    pairs, sessions, first = _scan_sessions(
+        ssrc, tracks, report, errors, chunk_lines, progress, _FirstPlays(pair_first)
+    )
     keys, counts = pairs.result()
     _count_unknown_artists(keys, counts, known, report)
     if tsrc is not None and report.tracks_read:
@@ -1903,7 +1939,9 @@ def scan_plays(
             report,
         )
     sessions.attrs["report"] = report.as_dict()
-    return PlaysScan(_plays_frame(keys, counts, report), sessions, report, first.result())
+    return PlaysScan(
+        _plays_frame(keys, counts, report), sessions, report, first.result(), first.pairs()
+    )
 
 
 def read_plays(
