@@ -225,20 +225,16 @@ def test_scan_first_plays_on_hetrec_and_their_round_trip(hetrec_dir, tmp_path):
     from thirtymusic_utils.data.readers import scan_plays
 
     scan = scan_plays(hetrec_dir, pair_first=True, chunk_lines=4_000)
-    keys = scan.first_plays
-    pd.testing.assert_frame_equal(keys, first_appearance_keys(hetrec_dir))
-    assert load_first_plays(tmp_path) is None
-    save_first_plays(keys, tmp_path)
-    pd.testing.assert_frame_equal(load_first_plays(tmp_path), keys)
-    save_first_plays(None, tmp_path)
-    assert load_first_plays(tmp_path) is None
-    pairs = scan.pair_first
-    pd.testing.assert_frame_equal(pairs, pair_first_positions(hetrec_dir))
-    assert load_pair_first(tmp_path) is None
-    save_pair_first(pairs, tmp_path)
-    pd.testing.assert_frame_equal(load_pair_first(tmp_path), pairs)
-    save_pair_first(None, tmp_path)
-    assert load_pair_first(tmp_path) is None
+    for frame, reread, save, load in (
+        (scan.first_plays, first_appearance_keys, save_first_plays, load_first_plays),
+        (scan.pair_first, pair_first_positions, save_pair_first, load_pair_first),
+    ):
+        pd.testing.assert_frame_equal(frame, reread(hetrec_dir))
+        assert load(tmp_path) is None
+        save(frame, tmp_path)
+        pd.testing.assert_frame_equal(load(tmp_path), frame)
+        save(None, tmp_path)
+        assert load(tmp_path) is None
 
 
 def _naive_hr(counts, rank, seed, *, aggregation="as_run", **kw):

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..book.paths import artifacts_dir
-from .readers import LAYOUT_FILES, _merge, _min_keys, detect_layout
+from .readers import LAYOUT_FILES, _merge, _min_keys, _pair_first_frame, _push, detect_layout
 
 __all__ = [
     "FIRST_PLAYS_FILE",
@@ -136,15 +136,8 @@ def pair_first_positions(
     for users, artists in _plays(Path(data_dir), layout, chunk_rows):
         pos = offset + np.arange(len(users), dtype=np.int64)
         offset += len(users)
-        parts.append(_min_keys((users << 32) | artists, pos))
-        if len(parts) > 16:
-            parts = [_merge(parts)]
-    pair, pos = _merge(parts)
-    order = np.lexsort((pos, pair >> 32))
-    pair, pos = pair[order], pos[order]
-    return pd.DataFrame(
-        {"user_id": pair >> 32, "artist_id": pair & 0xFFFFFFFF, "first_position": pos}
-    )
+        parts = _push(parts, _min_keys((users << 32) | artists, pos))
+    return _pair_first_frame(parts)
 
 
 def first_appearance_keys(
@@ -168,9 +161,7 @@ def first_appearance_keys(
         pos = offset + np.arange(len(users), dtype=np.int64)
         offset += len(users)
         # one key per play: user in the high bits, position in the low 40 bits
-        parts.append(_min_keys(artists, (users << 40) | pos))
-        if len(parts) > 16:
-            parts = [_merge(parts)]
+        parts = _push(parts, _min_keys(artists, (users << 40) | pos))
     a, k = _merge(parts)
     return pd.DataFrame(
         {"artist_id": a, "first_user": k >> 40, "first_position": k & ((1 << 40) - 1)}

@@ -1604,6 +1604,25 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return _min_keys(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
+def _push(
+    parts: list[tuple[np.ndarray, np.ndarray]], part: tuple[np.ndarray, np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``parts`` with ``part`` added, merged into one once more than 16 are held (memory ~ keys)."""
+    parts.append(part)
+    return [_merge(parts)] if len(parts) > 16 else parts
+
+
+def _pair_first_frame(parts: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """``user_id, artist_id, first_position`` from parts keyed ``user << 32 | artist`` (the smallest
+    position each), sorted by user then position."""
+    pair, pos = _merge(parts)
+    order = np.lexsort((pos, pair >> 32))
+    pair, pos = pair[order], pos[order]
+    return pd.DataFrame(
+        {"user_id": pair >> 32, "artist_id": pair & 0xFFFFFFFF, "first_position": pos}
+    )
+
+
 #: user ids below this bound fit a first-play key (user in the high bits, position in the low 40)
 _FIRST_USER_BOUND = 1 << 23
 _POSITION_BITS = 40
@@ -1630,26 +1649,16 @@ class _FirstPlays:
             return
         pos = self.offset + np.arange(len(users), dtype=np.int64)
         self.offset += len(users)
-        self.parts.append(_min_keys(artists, (users << _POSITION_BITS) | pos))
-        if len(self.parts) > 16:
-            self.parts = [_merge(self.parts)]
-        if not self.keep_pairs:
-            return
-        self.pair_parts.append(_min_keys((users << 32) | artists, pos))
-        if len(self.pair_parts) > 16:
-            self.pair_parts = [_merge(self.pair_parts)]
+        self.parts = _push(self.parts, _min_keys(artists, (users << _POSITION_BITS) | pos))
+        if self.keep_pairs:
+            self.pair_parts = _push(self.pair_parts, _min_keys((users << 32) | artists, pos))
 
     def pairs(self) -> pd.DataFrame | None:
         """``user_id, artist_id, first_position`` per pair, sorted by user then position."""
         if not (self.ok and self.keep_pairs):
             return None
-        pair, pos = _merge(self.pair_parts)
-        self.pair_parts = []
-        order = np.lexsort((pos, pair >> 32))
-        pair, pos = pair[order], pos[order]
-        return pd.DataFrame(
-            {"user_id": pair >> 32, "artist_id": pair & _LOW32, "first_position": pos}
-        )
+        parts, self.pair_parts = self.pair_parts, []
+        return _pair_first_frame(parts)
 
     def result(self) -> pd.DataFrame | None:
         if not self.ok:
