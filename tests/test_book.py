@@ -48,6 +48,7 @@ def test_chapter_01_results_match_the_data(tiny_book):
         f.stat().st_size for f in tiny_book.data_dir.rglob("*") if f.is_file()
     )
     assert results["data_source"] == "synthetic" and results["data_profile"] == "tiny"
+    assert results["profile_asked"] == results["run_profile"] == "tiny"  # the stand-in's own budget
 
 
 @pytest.mark.notebook

@@ -158,6 +158,19 @@ def test_banner_says_which_data_and_that_the_stand_in_is_no_reproduction():
     assert human_bytes(2_300_000_000) == "2.3 GB" and human_bytes(812) == "812 B"
 
 
+def test_banner_names_the_run_budget_of_a_users_folder_and_why_it_was_scaled_up():
+    facts = {"data_source": "user-supplied", "layout": "idomaar", "n_plays": 31_351_945}
+    same = banner_text(
+        {**facts, "n_users": 4620, "profile_asked": "default", "run_profile": "default"}
+    )
+    assert "`default` profile's budget" in same and "hours" not in same
+    scaled = banner_text(
+        {**facts, "n_users": 45167, "profile_asked": "default", "run_profile": "full"}
+    )
+    assert "`full` profile's budget" in scaled and "`default`'s" in scaled and "15,000" in scaled
+    assert "budget" not in banner_text({**facts, "n_users": 4620})  # an older chapter 01 result
+
+
 # ---------------------------------------------------------------------------------------- verdicts
 
 

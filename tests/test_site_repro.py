@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from thirtymusic_utils.book.repro import data_fingerprint, notebook_durations, package_versions
+from thirtymusic_utils.book.repro import (
+    data_files,
+    data_fingerprint,
+    notebook_durations,
+    package_versions,
+)
 from thirtymusic_utils.book.site import check_html, toc_files
 
 
@@ -49,6 +54,24 @@ def test_data_fingerprint_is_stable_and_sensitive(tmp_path):
     (tmp_path / "sub" / "b.txt").write_text("two!")
     changed, _ = data_fingerprint(tmp_path)
     assert changed != first
+
+
+def test_a_folder_linked_in_from_elsewhere_is_read_through_its_links(tmp_path):
+    store = tmp_path / "disk"
+    (store / "relations").mkdir(parents=True)
+    (store / "relations" / "sessions.idomaar").write_text("s")
+    (store / "persons.idomaar").write_text("p")
+    copy = tmp_path / "30music"
+    (copy / "entities").mkdir(parents=True)
+    (copy / "relations").symlink_to(store / "relations", target_is_directory=True)
+    (copy / "entities" / "persons.idomaar").symlink_to(store / "persons.idomaar")
+    (copy / "entities" / "gone.idomaar").symlink_to(tmp_path / "nowhere")
+    rel = [p.relative_to(copy).as_posix() for p in data_files(copy)]
+    assert rel == ["entities/persons.idomaar", "relations/sessions.idomaar"]
+    linked, files = data_fingerprint(copy)
+    assert list(files["file"]) == rel and int(files["bytes"].sum()) == 2
+    (store / "relations" / "sessions.idomaar").write_text("s2")  # a change behind the link shows
+    assert data_fingerprint(copy)[0] != linked
 
 
 def test_notebook_durations_and_versions(tmp_path):

@@ -1,7 +1,8 @@
 """The data banner that opens every results page: which data this page is about, at first sight.
 
 Chapter 01 records what it read (``data_source``, ``layout``, ``data_name``, ``data_bytes``,
-``data_files``, ``data_profile``, ``data_seed``, ``n_users``, ``n_plays``); every later chapter calls
+``data_files``, ``data_profile``, ``data_seed``, ``n_users``, ``n_plays``) and the run budget
+(``profile_asked``, ``run_profile``: see :mod:`.budget`); every later chapter calls
 ``glue_banner(build_dir)`` in a hidden cell and opens its page with::
 
     ```{glue:md} data_banner
@@ -15,6 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .budget import SCALE_USERS
 from .paths import load_results
 
 BANNER_KEY = "data_banner"
@@ -66,8 +68,21 @@ def banner_text(facts: Mapping[str, Any]) -> str:
         title = "Data: " + (
             "HetRec 2011 Last.fm" if layout == "hetrec" else "30Music, user-supplied"
         )
-        body = f"This page is about {what}{named}{size}: {counts}."
+        body = f"This page is about {what}{named}{size}: {counts}." + _budget_sentence(facts)
     return f":::{{admonition}} {title}\n:class: note data-banner\n\n{body}\n:::\n"
+
+
+def _budget_sentence(facts: Mapping[str, Any]) -> str:
+    """For a user's folder: which profile's run budget the chapters use, and why when it was scaled up."""
+    run, asked = facts.get("run_profile"), facts.get("profile_asked")
+    if not run:
+        return ""
+    if asked and run != asked:
+        return (
+            f" At more than {SCALE_USERS:,} users the runs use the `{run}` profile's budget, not "
+            f"`{asked}`'s, which is sized for the 12,000-user stand-in and would take hours here."
+        )
+    return f" The runs use the `{run}` profile's budget."
 
 
 def glue_banner(build_dir: str | os.PathLike | None, facts: Mapping[str, Any] | None = None) -> str:

@@ -63,6 +63,16 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def data_files(data_dir: str | os.PathLike) -> list[Path]:
+    """Every file under a data folder, sorted, following symbolic links to files and folders (a
+    30Music copy is often linked in from a larger disk); a link that points nowhere is left out."""
+    root = Path(data_dir)
+    found = []
+    for folder, _, names in os.walk(root, followlinks=True):
+        found.extend(p for p in (Path(folder) / n for n in names) if p.is_file())
+    return sorted(found)
+
+
 def data_fingerprint(data_dir: str | os.PathLike) -> tuple[str, pd.DataFrame]:
     """A SHA-256 fingerprint of a data folder and the per-file digests behind it.
 
@@ -71,7 +81,7 @@ def data_fingerprint(data_dir: str | os.PathLike) -> tuple[str, pd.DataFrame]:
     """
     root = Path(data_dir)
     rows = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in data_files(root):
         rel = path.relative_to(root).as_posix()
         rows.append({"file": rel, "bytes": path.stat().st_size, "sha256": _file_digest(path)})
     total = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
