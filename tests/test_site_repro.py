@@ -66,6 +66,7 @@ def test_a_folder_linked_in_from_elsewhere_is_read_through_its_links(tmp_path):
     (copy / "relations").symlink_to(store / "relations", target_is_directory=True)
     (copy / "entities" / "persons.idomaar").symlink_to(store / "persons.idomaar")
     (copy / "entities" / "gone.idomaar").symlink_to(tmp_path / "nowhere")
+    (copy / "relations" / "loop").symlink_to(copy, target_is_directory=True)  # a link to a parent
     rel = [p.relative_to(copy).as_posix() for p in data_files(copy)]
     assert rel == ["entities/persons.idomaar", "relations/sessions.idomaar"]
     linked, files = data_fingerprint(copy)

@@ -65,10 +65,16 @@ def _file_digest(path: Path) -> str:
 
 def data_files(data_dir: str | os.PathLike) -> list[Path]:
     """Every file under a data folder, sorted, following symbolic links to files and folders (a
-    30Music copy is often linked in from a larger disk); a link that points nowhere is left out."""
+    30Music copy is often linked in from a larger disk); a link that points nowhere is left out, and a
+    folder reached twice through links (a link to a parent) is walked once."""
     root = Path(data_dir)
-    found = []
-    for folder, _, names in os.walk(root, followlinks=True):
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
         found.extend(p for p in (Path(folder) / n for n in names) if p.is_file())
     return sorted(found)
 
