@@ -80,7 +80,7 @@ def _budget_sentence(facts: Mapping[str, Any]) -> str:
     if asked and run != asked:
         return (
             f" At more than {SCALE_USERS:,} users the runs use the `{run}` profile's budget, not "
-            f"`{asked}`'s, which is sized for the 12,000-user stand-in and would take hours here."
+            f"`{asked}`'s, which is sized for the default stand-in and would take hours here."
         )
     return f" The runs use the `{run}` profile's budget."
 
