@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from thirtymusic_utils.data.matrix import build_matrix
 from thirtymusic_utils.data.order import study_column_order
 from thirtymusic_utils.data.readers import read_plays
+from thirtymusic_utils.evaluation.metrics import hit_ranks
 from thirtymusic_utils.evaluation.protocol import extract_users
 from thirtymusic_utils.study import cf as S
 from thirtymusic_utils.study import ttest as T
@@ -301,13 +302,26 @@ def test_knn_seed_table_equals_a_run_per_seed(tiny_counts_rank):
 
 
 def test_tie_spread_reuses_the_run_it_is_given_and_refuses_another(tiny_counts_rank):
+    """Fresh or reusing a run: the same spread; its first order is the one a plain loop draws (a
+    column rank, a user rank, a split rank) and scores."""
     counts, rank = tiny_counts_rank
     fresh = S.tie_spread(counts, rank, 2, n_orders=2)
-    reused = S.tie_spread(counts, rank, 2, n_orders=2, base=S.run_study_cf(counts, rank, 2))
+    base = S.run_study_cf(counts, rank, 2)
+    reused = S.tie_spread(counts, rank, 2, n_orders=2, base=base)
     assert set(fresh) == {"top10", "neighbours", "all"}
     for key in fresh:
         assert len(fresh[key]) == 2
         np.testing.assert_array_equal(reused[key], fresh[key])
+    gen = np.random.default_rng(12345)
+    n_users, n_art = counts.shape
+    ss = base.study_split
+    perm = gen.permutation(n_art)
+    t = S.study_top_n(S.permute_columns(ss.train, perm), ss.test_rows, base.idx, base.sim, "as_run")
+    assert fresh["top10"][0] == (hit_ranks(t, perm[ss.hidden_cols]) > 0).mean()
+    urank = gen.permutation(n_users)
+    r_all = gen.permutation(n_art)
+    run = S.run_study_cf(counts, r_all, 2, aggregations=("as_run",), user_rank=urank)
+    assert fresh["all"][0] == run.hr["as_run"]
     with pytest.raises(ValueError, match="tie_spread needs"):
         S.tie_spread(counts, rank, 2, n_orders=1, base=S.run_study_cf(counts, None, 2))
     with pytest.raises(ValueError, match="tie_spread needs"):

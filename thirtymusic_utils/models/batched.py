@@ -44,6 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.adam import adam
 from tqdm import tqdm
 
 from .two_tower import TwoTower, _check_counts, _row_of_entry, resolve_device
@@ -508,9 +509,13 @@ def _cosine(x: torch.Tensor) -> torch.Tensor:
 
 
 class RowAdam:
-    """Adam on the rows of embedding tables that a step read: ``torch.optim.SparseAdam``'s update
-    (lazy: a row's moments and weights move only when the row is read; one step count per table),
-    given the gradient of the gathered rows directly, so no sparse gradient is built or coalesced.
+    """Adam on the rows of embedding tables that a step read: lazy, as ``torch.optim.SparseAdam`` (a
+    row's moments and weights move only when the row is read; one step count per table), given the
+    gradient of the gathered rows directly, so no sparse gradient is built or coalesced.
+
+    The update of the gathered rows is ``torch.optim.Adam``'s fused kernel (one pass over weights,
+    gradient and moments, instead of six elementwise passes): the same steps as ``SparseAdam`` but
+    for where ``eps`` enters (after the bias correction of the second moment, as in ``Adam``).
     """
 
     def __init__(
@@ -530,23 +535,25 @@ class RowAdam:
         """Update ``weight[rows]`` (``rows`` distinct) with the gradient ``grad`` of those rows.
 
         ``current``: ``weight[rows]`` when the caller has gathered it already (overwritten here)."""
-        st = self.state.setdefault(id(weight), {"step": 0})
-        if "moments" not in st:  # both moments of a row side by side: one gather, one scatter
-            st["moments"] = torch.zeros(
-                (weight.shape[0], 2, weight.shape[1]), dtype=weight.dtype, device=weight.device
-            )
-        st["step"] += 1
+        st = self.state.get(id(weight))
+        if st is None:  # moments as two tables (the fused kernel needs contiguous rows)
+            st = self.state[id(weight)] = {
+                "step": torch.zeros((), dtype=torch.float32, device=weight.device),
+                "exp_avg": torch.zeros_like(weight, memory_format=torch.contiguous_format),
+                "exp_avg_sq": torch.zeros_like(weight, memory_format=torch.contiguous_format),
+            }
+        m = st["exp_avg"].index_select(0, rows)
+        v = st["exp_avg_sq"].index_select(0, rows)
+        new = weight.index_select(0, rows) if current is None else current.contiguous()
         b1, b2 = self.betas
-        mv = st["moments"].index_select(0, rows)
-        m, v = mv[:, 0], mv[:, 1]
-        m.lerp_(grad, 1.0 - b1)
-        v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        adam(
+            [new], [grad.contiguous()], [m], [v], [], [st["step"]],
+            fused=True, amsgrad=False, beta1=b1, beta2=b2, lr=self.lr,
+            weight_decay=0.0, eps=self.eps, maximize=False,
+        )  # fmt: skip
         with _plain_copies():
-            st["moments"].index_copy_(0, rows, mv)
-        step_size = self.lr * math.sqrt(1.0 - b2 ** st["step"]) / (1.0 - b1 ** st["step"])
-        new = weight.index_select(0, rows) if current is None else current
-        new.addcdiv_(m, v.sqrt_().add_(self.eps), value=-step_size)
-        with _plain_copies():
+            st["exp_avg"].index_copy_(0, rows, m)
+            st["exp_avg_sq"].index_copy_(0, rows, v)
             weight.index_copy_(0, rows, new)
 
 
@@ -673,9 +680,21 @@ def _positive_hits(neg: torch.Tensor, artists: torch.Tensor) -> tuple[torch.Tens
     return r, order[start + off]
 
 
+#: The widest range of a batch's logits for which one shift for the whole batch is safe: every
+#: ``exp(logit - shift)`` then lies in [exp(-80), 1], normal in float32 (no underflow to 0).
+_SHIFT_RANGE = 80.0
+
+
 class _SampledSoftmax(torch.autograd.Function):
     """The weighted sampled-softmax loss with its gradient computed in the forward pass, in blocks of
-    rows (so a block's logits stay in cache; the pairs x negatives matrix is never whole)."""
+    rows (so a block's logits stay in cache; the pairs x negatives matrix is never whole).
+
+    The logsumexp's shift is one number for the whole batch when the logits' bounds allow it
+    (Cauchy-Schwarz: ``|inv_t u . a| <= inv_t |u| max|a|``; always so for cosine towers): folded
+    into the negatives' bias, it saves a row maximum and a subtraction over every block. Wider
+    ranges (dot towers with large vectors) take each row's maximum. The rows' weights ``c / z`` enter
+    the gradient products on their narrow side (pairs x dim, not pairs x negatives).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -696,28 +715,44 @@ class _SampledSoftmax(torch.autograd.Function):
         grad_neg = torch.zeros_like(a_neg)
         g_pos = torch.empty_like(s_pos)
         per = torch.empty_like(s_pos)
+        # bounds on every logit of the batch, negatives' and positives'
+        a_max = float(
+            torch.maximum(
+                torch.linalg.vector_norm(a_neg, dim=1).max(),
+                torch.linalg.vector_norm(a_pos, dim=1).max() if n else a_neg.new_zeros(()),
+            )
+        )
+        reach = inv_t * a_max * float(torch.linalg.vector_norm(u, dim=1).max()) if n else 0.0
+        b_hi, b_lo = float(neg_bias.max()), float(neg_bias.min())
+        hi, lo = max(reach + b_hi, reach), min(-reach + b_lo, -reach)
+        shift = hi if math.isfinite(hi - lo) and hi - lo <= _SHIFT_RANGE else None
+        bias = neg_bias if shift is None else neg_bias - shift
         bounds = torch.searchsorted(
             mask_r, torch.arange(0, n + block, block, device=u.device).clamp(max=n)
         ).tolist()
         for k, b0 in enumerate(range(0, n, block)):
             b1 = min(n, b0 + block)
             ub = u[b0:b1]
-            logits = torch.addmm(neg_bias.unsqueeze(0), ub, a_neg.T, alpha=inv_t)
-            lo, hi = bounds[k], bounds[k + 1]
-            if hi > lo:
-                logits[mask_r[lo:hi] - b0, mask_c[lo:hi]] = -math.inf
+            e = torch.addmm(bias.unsqueeze(0), ub, a_neg.T, alpha=inv_t)
+            m0, m1 = bounds[k], bounds[k + 1]
+            if m1 > m0:
+                e[mask_r[m0:m1] - b0, mask_c[m0:m1]] = -math.inf
             sp_ = s_pos[b0:b1]
-            top = torch.maximum(logits.amax(1), sp_)
-            logits.sub_(top.unsqueeze(1)).exp_()
+            if shift is None:
+                top = torch.maximum(e.amax(1), sp_)
+                e.sub_(top.unsqueeze(1))
+            else:
+                top = torch.full_like(sp_, shift)
+            e.exp_()  # exp(logit - top)
             e_pos = (sp_ - top).exp_()
-            z = logits.sum(1).add_(e_pos)
+            z = e.sum(1).add_(e_pos)
             per[b0:b1] = top + z.log() - sp_
-            coef = c[b0:b1] / z
-            logits.mul_(coef.unsqueeze(1))  # dL/d(negative logit)
+            coef = c[b0:b1] / z  # dL/d(negative logit) = coef * e
             gp = coef * e_pos - c[b0:b1]  # dL/d(positive logit)
             g_pos[b0:b1] = gp
-            grad_u[b0:b1] = torch.addmm(gp.unsqueeze(1) * a_pos[b0:b1], logits, a_neg)
-            grad_neg.addmm_(logits.T, ub)
+            cu = coef.unsqueeze(1)
+            grad_u[b0:b1] = torch.mm(e, a_neg).mul_(cu).add_(gp.unsqueeze(1) * a_pos[b0:b1])
+            grad_neg.addmm_(e.T, ub * cu)
         grad_u.mul_(inv_t)
         grad_neg.mul_(inv_t)
         grad_pos = u * (g_pos * inv_t).unsqueeze(1)

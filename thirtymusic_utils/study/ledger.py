@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from ..book.paths import artifacts_dir
 from ..evaluation.metrics import hit_ranks
+from ..parallel import process_map
 from . import cf as S
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "KNN_DEPARTURES",
     "KnnRuns",
     "embedding_ledger",
+    "embedding_runs",
     "knn_ledger",
     "knn_seed_table",
     "load_ledger",
@@ -288,49 +290,56 @@ EMBEDDING_DEPARTURES: list[tuple[str, str, str, str, str | None, bool]] = [
 ]
 
 
-def embedding_ledger(
-    counts: sp.spmatrix,
-    user_ids: np.ndarray,
-    artist_ids: np.ndarray,
-    first: pd.DataFrame,
-    catalogue_ids: np.ndarray,
-    seed: int = 0,
-    *,
-    epochs: int = 100,
-    base=None,
-    chapter: str = "04",
-) -> pd.DataFrame:
-    """The embedding rows of the ledger; the figure is the study's test metric (``In [33]``).
+def _embedding_plan() -> list[tuple[str, ...]]:
+    """The fix sets the embedding ledger retrains with, in the order of its rows (each once)."""
+    plan: list[tuple[str, ...]] = []
+    chain: list[str] = []
+    for *_, fix, _in_chain in EMBEDDING_DEPARTURES:
+        if fix is None:
+            continue
+        chain.append(fix)
+        if fix != "correct_metric":
+            for fixes in ((fix,), tuple(chain)):
+                if fixes not in plan:
+                    plan.append(fixes)
+    return plan
 
-    ``base`` is the as-ran run when already trained. The metric fix needs no training: the same model
-    scored with a correct top k.
-    """
+
+def _embedding_run(counts, user_ids, artist_ids, first, catalogue_ids, seed, epochs, task):
+    """One training of the study's embedding model with ``task = (fixes, chance_reps)``: the whole
+    run when ``chance_reps`` is given, else a ledger retraining's (the study's metric, the correct top
+    10's) with one chance repetition."""
     from .embedding_ran import run_as_ran
 
-    def run(fixes):
-        return run_as_ran(
-            counts, user_ids, artist_ids, first, catalogue_ids, seed,
-            epochs=epochs, chance_reps=1, fixes=frozenset(fixes),
-        )  # fmt: skip
+    fixes, chance_reps = task
+    r = run_as_ran(
+        counts, user_ids, artist_ids, first, catalogue_ids, seed,
+        epochs=epochs, chance_reps=chance_reps or 1, fixes=frozenset(fixes),
+    )  # fmt: skip
+    return r if chance_reps else (r.study_metric, r.study_metric_correct)
 
-    def figure(r, fixes):
-        return r.study_metric_correct if "correct_metric" in fixes else r.study_metric
 
-    base = base if base is not None else run(())
-    as_ran = base.study_metric
-    rows, chain, last = [], [], base
+def _embedding_rows(runs: dict[tuple[str, ...], tuple[float, float]], chapter: str) -> pd.DataFrame:
+    """The ledger's rows from the retrainings' metrics, keyed by fix set (``()``: as it ran)."""
+
+    def figure(r: tuple[float, float], fixes) -> float:
+        return r[1] if "correct_metric" in fixes else r[0]
+
+    as_ran = runs[()][0]
+    rows: list[dict] = []
+    chain: list[str] = []
+    last = runs[()]
     for step, departure, code, text, fix, in_chain in EMBEDDING_DEPARTURES:
         if fix is None:
             alone = running = float("nan")
         elif fix == "correct_metric":
-            alone = base.study_metric_correct
+            alone = runs[()][1]
             chain.append(fix)
-            running = last.study_metric_correct
+            running = last[1]
         else:
-            r_alone = run([fix])
-            alone = r_alone.study_metric
+            alone = runs[(fix,)][0]
             chain.append(fix)
-            last = r_alone if chain == [fix] else run(chain)
+            last = runs[tuple(chain)]
             running = figure(last, chain)
         rows.append(
             {
@@ -346,6 +355,70 @@ def embedding_ledger(
             }
         )
     return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+
+
+def embedding_ledger(
+    counts: sp.spmatrix,
+    user_ids: np.ndarray,
+    artist_ids: np.ndarray,
+    first: pd.DataFrame,
+    catalogue_ids: np.ndarray,
+    seed: int = 0,
+    *,
+    epochs: int = 100,
+    base=None,
+    chapter: str = "04",
+    workers: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The embedding rows of the ledger; the figure is the study's test metric (``In [33]``).
+
+    ``base`` is the as-ran run when already trained. The metric fix needs no training: the same model
+    scored with a correct top k. Each retraining (one fix alone, or the fixes so far together) is an
+    independent run with the same seed: they run side by side in ``workers`` processes
+    (:func:`~thirtymusic_utils.parallel.process_map`; 0 = one a core, 1 = here, one after another),
+    with the same results.
+    """
+    plan = [(fixes, None) for fixes in _embedding_plan()]
+    if base is None:
+        plan.insert(0, ((), None))
+    got = process_map(
+        _embedding_run, plan, workers=workers, desc="ledger runs", progress=progress,
+        shared=(counts, user_ids, artist_ids, first, catalogue_ids, seed, epochs),
+    )  # fmt: skip
+    runs = {fixes: g for (fixes, _), g in zip(plan, got, strict=True)}
+    if base is not None:
+        runs[()] = (base.study_metric, base.study_metric_correct)
+    return _embedding_rows(runs, chapter)
+
+
+def embedding_runs(
+    counts: sp.spmatrix,
+    user_ids: np.ndarray,
+    artist_ids: np.ndarray,
+    first: pd.DataFrame,
+    catalogue_ids: np.ndarray,
+    seed: int = 0,
+    *,
+    epochs: int = 100,
+    chance_reps: int = 20,
+    chapter: str = "04",
+    workers: int = 0,
+    progress: bool = True,
+):
+    """The study's embedding run as it ran (``run_as_ran`` with ``chance_reps``) and its ledger
+    (:func:`embedding_ledger`), every training side by side in ``workers`` processes: the as-ran run
+    first, then the ledger's retrainings. Returns ``(run, ledger)``, what the two calls one after
+    the other return."""
+    plan = [((), max(1, int(chance_reps))), *((fixes, None) for fixes in _embedding_plan())]
+    got = process_map(
+        _embedding_run, plan, workers=workers, desc="embedding runs", progress=progress,
+        shared=(counts, user_ids, artist_ids, first, catalogue_ids, seed, epochs),
+    )  # fmt: skip
+    base = got[0]
+    runs = {fixes: g for (fixes, _), g in zip(plan[1:], got[1:], strict=True)}
+    runs[()] = (base.study_metric, base.study_metric_correct)
+    return base, _embedding_rows(runs, chapter)
 
 
 def knn_seed_table(
