@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,3 +78,20 @@ def test_embedding_runs_are_the_as_ran_run_and_its_ledger(emb_args):
     assert torch.equal(run.user_embed, direct.user_embed)
     want = L.embedding_ledger(*emb_args, epochs=3, base=direct, workers=1, progress=False)
     pd.testing.assert_frame_equal(table, want)
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path):
+    """Spawned workers re-run a script's top level: without the guard they die while starting, and
+    the caller gets an error that says why, not a hang or a bare BrokenProcessPool."""
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "import operator\n"
+        "from thirtymusic_utils.parallel import process_map\n"
+        "process_map(operator.add, [1, 2, 3], shared=(1,), workers=2, progress=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode != 0
+    assert "without an 'if __name__ == \"__main__\":' guard" in out.stderr

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from tqdm import tqdm
@@ -94,6 +95,12 @@ def process_map(
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
                     bar.update()
+            except BrokenProcessPool as e:
+                raise RuntimeError(
+                    f"a worker process of {getattr(fn, '__name__', fn)!r} died (its error, if any, "
+                    "is printed above): out of memory, or a script calling process_map without "
+                    "an 'if __name__ == \"__main__\":' guard, which each spawned worker re-runs"
+                ) from e
             except BaseException:  # the tasks not started yet are not run
                 for fut in futures:
                     fut.cancel()
