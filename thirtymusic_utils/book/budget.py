@@ -5,8 +5,8 @@ A profile is two things: the size of the synthetic stand-in, and the budget of t
 user's own folder only the budget matters, and the ``default`` budget, sized for 12,000 users, would
 take many hours on a whole 30Music copy (45,167 users, 560K artists). So a user's folder of more than
 :data:`SCALE_USERS` users read with the ``default`` profile runs on the ``full`` budget, whose whole book
-was measured at 45 to 70 minutes on 2 cores at that size (by host); every page's banner says so. ``tiny`` and ``full`` asked for
-explicitly are kept, and the synthetic stand-in always runs on its own profile's budget.
+ran in under an hour on 2 cores at that size (54 minutes on the slower host measured); every page's
+banner says so. ``tiny`` and ``full`` asked for explicitly are kept, and the synthetic stand-in always runs on its own profile's budget.
 
 Chapter 01 decides (:func:`run_profile`) and records it as ``run_profile``; later chapters read it back
 with :func:`budget_profile`.

@@ -16,7 +16,7 @@ the user's history for every pair. This trainer is built for all of 30Music inst
 - a step costs what the batch touches: the embedding rows a batch reads are gathered once (one
   ``torch.unique`` per table) into a small dense tensor, the backward pass leaves a dense gradient on
   those rows only, and :class:`RowAdam` (``SparseAdam``'s lazy update, without building or coalescing
-  a sparse gradient) writes them back;
+  a sparse gradient; the rows updated by ``Adam``'s fused kernel) writes them back;
 - the sampled-softmax loss computes its gradient in the forward pass, in blocks of rows
   (:func:`sampled_softmax_loss`), so the pairs x negatives logits never exist whole;
 - no Python loop per example: a loop per batch only.
