@@ -8,6 +8,7 @@ import operator
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,13 @@ def test_process_map_keeps_the_order_and_sends_the_shared_arguments():
     assert 1 <= default_workers(3) <= 3 and default_workers(0) == 1
 
 
-def test_process_map_raises_a_task_error_here():
+def test_process_map_raises_a_task_error_here_without_waiting_for_the_other_runs():
     with pytest.raises(ValueError, match="math domain error"):
         process_map(math.sqrt, [4.0, -1.0, 9.0], workers=2, progress=False)
+    t0 = time.perf_counter()
+    with pytest.raises(TypeError):  # one worker sleeps a minute, the other fails at once
+        process_map(time.sleep, [60, "not a number"], workers=2, progress=False)
+    assert time.perf_counter() - t0 < 30
 
 
 @pytest.fixture(scope="module")

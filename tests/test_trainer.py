@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.nn import functional as F
 
 from thirtymusic_utils.models.batched import (
     BatchedConfig,
@@ -388,6 +389,33 @@ def test_blocked_sampled_softmax_matches_autograd(seed, n, m, block, scale):
     assert got.item() == pytest.approx(want.item(), rel=1e-10)
     for a, b in zip(leaves, ref, strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-10)
+
+
+@pytest.mark.parametrize("shift_range", [0.0, math.inf])
+def test_sampled_softmax_each_shift_path_matches_autograd(monkeypatch, shift_range):
+    """Each way of shifting the logsumexp, forced (0: each row's maximum; inf: one shift for the
+    batch), in float32 as the trainer runs it, against the plain formula in float64."""
+    import thirtymusic_utils.models.batched as batched
+
+    monkeypatch.setattr(batched, "_SHIFT_RANGE", shift_range)
+    g = torch.Generator().manual_seed(5)
+    n, m, d = 300, 64, 16
+    u, ap, an = (F.normalize(torch.randn(k, d, generator=g), dim=1) for k in (n, n, m))
+    bias, c = torch.randn(m, generator=g), torch.rand(n, generator=g)
+    artists, neg = torch.randint(0, 40, (n,), generator=g), torch.randint(0, 40, (m,), generator=g)
+    r, col = _positive_hits(neg, artists)
+    leaves = [t.clone().requires_grad_() for t in (u, ap, an)]
+    got = sampled_softmax_loss(*leaves, bias, c, 1 / 0.15, r, col, block=128)
+    got.backward()
+    ref = [t.double().requires_grad_() for t in (u, ap, an)]
+    s_neg = ref[0] @ ref[2].T / 0.15 + bias.double()
+    s_neg = s_neg.masked_fill(neg.unsqueeze(0) == artists.unsqueeze(1), -math.inf)
+    s_pos = (ref[0] * ref[1]).sum(-1) / 0.15
+    want = (c.double() * (torch.logsumexp(torch.cat([s_pos[:, None], s_neg], 1), 1) - s_pos)).sum()
+    want.backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    for a, b in zip(leaves, ref, strict=True):
+        torch.testing.assert_close(a.grad, b.grad.float(), rtol=1e-4, atol=1e-6)
 
 
 def test_row_adam_is_sparse_adam_on_the_rows_read():

@@ -101,9 +101,11 @@ def process_map(
                     "is printed above): out of memory, or a script calling process_map without "
                     "an 'if __name__ == \"__main__\":' guard, which each spawned worker re-runs"
                 ) from e
-            except BaseException:  # the tasks not started yet are not run
-                for fut in futures:
-                    fut.cancel()
+            except BaseException:  # an error or an interrupt: stop the workers, do not wait
+                procs = list((getattr(ex, "_processes", None) or {}).values())
+                ex.shutdown(wait=False, cancel_futures=True)
+                for proc in procs:  # runs already started would otherwise finish first (minutes)
+                    proc.terminate()
                 raise
         return results
     finally:

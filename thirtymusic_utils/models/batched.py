@@ -534,7 +534,8 @@ class RowAdam:
     ) -> None:
         """Update ``weight[rows]`` (``rows`` distinct) with the gradient ``grad`` of those rows.
 
-        ``current``: ``weight[rows]`` when the caller has gathered it already (overwritten here)."""
+        ``current``: ``weight[rows]`` when the caller has gathered it already (a contiguous one is
+        updated in place, as scratch)."""
         st = self.state.get(id(weight))
         if st is None:  # moments as two tables (the fused kernel needs contiguous rows)
             st = self.state[id(weight)] = {
@@ -690,7 +691,9 @@ class _SampledSoftmax(torch.autograd.Function):
     rows (so a block's logits stay in cache; the pairs x negatives matrix is never whole).
 
     The logsumexp's shift is one number for the whole batch when the logits' bounds allow it
-    (Cauchy-Schwarz: ``|inv_t u . a| <= inv_t |u| max|a|``; always so for cosine towers): folded
+    (Cauchy-Schwarz: ``|inv_t u . a| <= inv_t |u| max|a|``; for cosine towers whenever
+    ``2 / temperature`` plus the range of the logQ terms is at most 80, as at every temperature the
+    book uses): folded
     into the negatives' bias, it saves a row maximum and a subtraction over every block. Wider
     ranges (dot towers with large vectors) take each row's maximum. The rows' weights ``c / z`` enter
     the gradient products on their narrow side (pairs x dim, not pairs x negatives).
@@ -716,14 +719,17 @@ class _SampledSoftmax(torch.autograd.Function):
         g_pos = torch.empty_like(s_pos)
         per = torch.empty_like(s_pos)
         # bounds on every logit of the batch, negatives' and positives'
-        a_max = float(
-            torch.maximum(
+        zero = a_neg.new_zeros(())
+        neg_norm, pos_norm, u_max, b_hi, b_lo = torch.stack(  # one read-back, not five
+            [
                 torch.linalg.vector_norm(a_neg, dim=1).max(),
-                torch.linalg.vector_norm(a_pos, dim=1).max() if n else a_neg.new_zeros(()),
-            )
-        )
-        reach = inv_t * a_max * float(torch.linalg.vector_norm(u, dim=1).max()) if n else 0.0
-        b_hi, b_lo = float(neg_bias.max()), float(neg_bias.min())
+                torch.linalg.vector_norm(a_pos, dim=1).max() if n else zero,
+                torch.linalg.vector_norm(u, dim=1).max() if n else zero,
+                neg_bias.max().to(zero.dtype),
+                neg_bias.min().to(zero.dtype),
+            ]
+        ).tolist()
+        reach = inv_t * max(neg_norm, pos_norm) * u_max
         hi, lo = max(reach + b_hi, reach), min(-reach + b_lo, -reach)
         shift = hi if math.isfinite(hi - lo) and hi - lo <= _SHIFT_RANGE else None
         bias = neg_bias if shift is None else neg_bias - shift
