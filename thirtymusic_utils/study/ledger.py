@@ -357,6 +357,23 @@ def _embedding_rows(runs: dict[tuple[str, ...], tuple[float, float]], chapter: s
     return pd.DataFrame(rows, columns=LEDGER_COLUMNS)
 
 
+def _embedding_trainings(args: tuple, base, chance_reps: int, workers: int, progress: bool):
+    """The ledger's retrainings, and the as-ran run (with ``chance_reps``) unless ``base`` is given,
+    side by side in ``workers`` processes: ``(base, {fixes: (metric, correct metric)})``."""
+    plan = [(fixes, None) for fixes in _embedding_plan()]
+    if base is None:
+        plan.insert(0, ((), chance_reps))
+    got = process_map(
+        _embedding_run, plan, shared=args, workers=workers, desc="embedding runs",
+        progress=progress,
+    )  # fmt: skip
+    if base is None:
+        base, got, plan = got[0], got[1:], plan[1:]
+    runs = {fixes: g for (fixes, _), g in zip(plan, got, strict=True)}
+    runs[()] = (base.study_metric, base.study_metric_correct)
+    return base, runs
+
+
 def embedding_ledger(
     counts: sp.spmatrix,
     user_ids: np.ndarray,
@@ -379,16 +396,8 @@ def embedding_ledger(
     (:func:`~thirtymusic_utils.parallel.process_map`; 0 = one a core, 1 = here, one after another),
     with the same results.
     """
-    plan = [(fixes, None) for fixes in _embedding_plan()]
-    if base is None:
-        plan.insert(0, ((), None))
-    got = process_map(
-        _embedding_run, plan, workers=workers, desc="ledger runs", progress=progress,
-        shared=(counts, user_ids, artist_ids, first, catalogue_ids, seed, epochs),
-    )  # fmt: skip
-    runs = {fixes: g for (fixes, _), g in zip(plan, got, strict=True)}
-    if base is not None:
-        runs[()] = (base.study_metric, base.study_metric_correct)
+    args = (counts, user_ids, artist_ids, first, catalogue_ids, seed, epochs)
+    base, runs = _embedding_trainings(args, base, 1, workers, progress)
     return _embedding_rows(runs, chapter)
 
 
@@ -410,14 +419,8 @@ def embedding_runs(
     (:func:`embedding_ledger`), every training side by side in ``workers`` processes: the as-ran run
     first, then the ledger's retrainings. Returns ``(run, ledger)``, what the two calls one after
     the other return."""
-    plan = [((), max(1, int(chance_reps))), *((fixes, None) for fixes in _embedding_plan())]
-    got = process_map(
-        _embedding_run, plan, workers=workers, desc="embedding runs", progress=progress,
-        shared=(counts, user_ids, artist_ids, first, catalogue_ids, seed, epochs),
-    )  # fmt: skip
-    base = got[0]
-    runs = {fixes: g for (fixes, _), g in zip(plan[1:], got[1:], strict=True)}
-    runs[()] = (base.study_metric, base.study_metric_correct)
+    args = (counts, user_ids, artist_ids, first, catalogue_ids, seed, epochs)
+    base, runs = _embedding_trainings(args, None, max(1, int(chance_reps)), workers, progress)
     return base, _embedding_rows(runs, chapter)
 
 
