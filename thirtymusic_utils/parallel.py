@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["process_map", "default_workers"]
+__all__ = ["available_cores", "default_workers", "process_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -31,14 +31,18 @@ R = TypeVar("R")
 _SHARED: tuple = ()
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_workers(n_tasks: int) -> int:
     """Worker processes for ``n_tasks`` independent runs: the cores this process may use
-    (``os.sched_getaffinity``), no more than the tasks, at least one."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(int(n_tasks), cores))
+    (:func:`available_cores`), no more than the tasks, at least one."""
+    return max(1, min(int(n_tasks), available_cores()))
 
 
 def _init(shared: tuple, threads: int) -> None:

@@ -6,7 +6,8 @@ user's own folder only the budget matters, and the ``default`` budget, sized for
 take many hours on a whole 30Music copy (45,167 users, 560K artists). So a user's folder of more than
 :data:`SCALE_USERS` users read with the ``default`` profile runs on the ``full`` budget, whose whole book
 ran in under an hour on 2 cores at that size (54 minutes on the slower host measured); every page's
-banner says so. ``tiny`` and ``full`` asked for explicitly are kept, and the synthetic stand-in always runs on its own profile's budget.
+banner says so. ``tiny`` and ``full`` asked for explicitly are kept, and the synthetic stand-in always
+runs on its own profile's budget.
 
 Chapter 01 decides (:func:`run_profile`) and records it as ``run_profile``; later chapters read it back
 with :func:`budget_profile`.

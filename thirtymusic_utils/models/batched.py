@@ -47,6 +47,7 @@ from torch.nn import functional as F
 from torch.optim.adam import adam
 from tqdm import tqdm
 
+from ..parallel import available_cores
 from .two_tower import TwoTower, _check_counts, _row_of_entry, resolve_device
 
 __all__ = [
@@ -72,14 +73,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Device and threads
 # --------------------------------------------------------------------------------------------------
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _busy_jiffies() -> tuple[int, int] | None:
@@ -693,9 +686,8 @@ class _SampledSoftmax(torch.autograd.Function):
     The logsumexp's shift is one number for the whole batch when the logits' bounds allow it
     (Cauchy-Schwarz: ``|inv_t u . a| <= inv_t |u| max|a|``; for cosine towers whenever
     ``2 / temperature`` plus the range of the logQ terms is at most 80, as at every temperature the
-    book uses): folded
-    into the negatives' bias, it saves a row maximum and a subtraction over every block. Wider
-    ranges (dot towers with large vectors) take each row's maximum. The rows' weights ``c / z`` enter
+    book uses): folded into the negatives' bias, it saves a row maximum and a subtraction over every
+    block. Wider ranges (dot towers with large vectors) take each row's maximum. The rows' weights ``c / z`` enter
     the gradient products on their narrow side (pairs x dim, not pairs x negatives).
     """
 
